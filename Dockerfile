@@ -1,0 +1,52 @@
+# The trainer image: python -m app on the official TensorFlow GPU image. It also serves TensorBoard
+# (the tensorboard service runs it with another entry point), so there is one image to build.
+ARG TF_VERSION=2.21.0
+# Any image with python3, pip and TensorFlow ${TF_VERSION} will do (make e2e uses a local stand-in).
+ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
+FROM ${BASE_IMAGE}
+
+ARG TF_VERSION
+# 1: install the CUDA and cuDNN 9 libraries that TensorFlow needs from PyPI (about 3 GB). The
+# official -gpu images since 2.18 ship cuDNN 8.9, with which TensorFlow silently sees no GPU
+# (tensorflow/build#217, #221; tensorflow/tensorflow#62412). 0: CPU-only builds skip it.
+ARG CUDA_WHEELS=1
+# The default user; compose runs the containers as the host user instead (HOST_UID, HOST_GID).
+ARG UID=1000
+ARG GID=1000
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    KERAS_HOME=/cache/keras \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+COPY docker/pip-install /usr/local/bin/pip-install
+
+# The big, rarely changing layer first. tensorflow[and-cuda] of the same version adds only the
+# nvidia-* wheels; ld.so is pointed at them so that they win over older copies in the image.
+RUN --mount=type=secret,id=ca,required=false \
+    if [ "${CUDA_WHEELS}" = 1 ]; then \
+        pip-install "tensorflow[and-cuda]==${TF_VERSION}" \
+        && python3 -c "import glob, os, nvidia; print('\n'.join(sorted(glob.glob(os.path.join(nvidia.__path__[0], '*', 'lib')))))" \
+            > /etc/ld.so.conf.d/000-nvidia-wheels.conf \
+        && ldconfig; \
+    fi
+
+COPY requirements.txt /tmp/requirements.txt
+RUN --mount=type=secret,id=ca,required=false \
+    pip-install -r /tmp/requirements.txt \
+    && python3 -c "import tensorflow as tf, tensorboard; assert tf.__version__ == '${TF_VERSION}', tf.__version__"
+
+# A home for the keras.datasets cache that any UID can write: a fresh named volume copies it.
+RUN groupadd --gid "${GID}" trainer \
+    && useradd --uid "${UID}" --gid "${GID}" --no-create-home --shell /usr/sbin/nologin trainer \
+    && mkdir -p /cache/keras /app/logs \
+    && chmod 1777 /cache /cache/keras
+
+WORKDIR /app
+COPY app ./app
+USER ${UID}:${GID}
+
+# Exec form: flags pass straight through, and SIGTERM from `docker stop` reaches Python.
+ENTRYPOINT ["python3", "-m", "app"]
+CMD []

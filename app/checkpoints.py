@@ -1,0 +1,99 @@
+"""Epoch checkpoints that no crash can leave half-written, and finding the one to resume from.
+
+<run>/checkpoints/epoch-0003/ holds the model after 3 completed epochs (weights and optimizer
+state, model.keras) and state.json (the history so far). It is written as a hidden temporary
+folder, synced, then renamed into place: a rename is atomic, so a folder with that name is
+always complete, whenever the process was killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import keras
+
+from app.callbacks import EpochTimer
+
+FOLDER = "checkpoints"
+_NAME = re.compile(r"epoch-(\d{4,})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    epochs_done: int
+    state: dict  # {"steps": optimizer steps, "history": {metric: [per epoch]}, "epoch_seconds": [...]}
+
+    def restore(self, model: keras.Model) -> None:
+        """Load weights and optimizer state (moments, step counter) into a freshly compiled model.
+
+        Rebuilding the model from code rather than keras.models.load_model() keeps variable paths,
+        and so TensorBoard's histogram tags, the same as in the run's first session.
+        """
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.path / "model.keras")
+
+
+def latest(run_dir: Path) -> Checkpoint | None:
+    folder = run_dir / FOLDER
+    if not folder.is_dir():
+        return None
+    for leftover in folder.glob(".tmp-*"):  # an interrupted save; the previous checkpoint stands
+        shutil.rmtree(leftover, ignore_errors=True)
+    done = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name)))
+    if not done:
+        return None
+    epochs_done, path = done[-1]
+    return Checkpoint(path, epochs_done, json.loads((path / "state.json").read_text()))
+
+
+def save(run_dir: Path, model: keras.Model, epochs_done: int, state: dict) -> None:
+    folder = run_dir / FOLDER
+    folder.mkdir(exist_ok=True)
+    final, tmp = folder / f"epoch-{epochs_done:04d}", folder / f".tmp-epoch-{epochs_done:04d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        model.save(tmp / "model.keras")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        _sync(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _sync(folder)
+    for old in folder.iterdir():  # only the newest is needed to resume
+        if old != final and _NAME.fullmatch(old.name):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync(folder: Path) -> None:
+    """Push the folder's files and its entries to disk, so a power cut cannot undo the rename."""
+    for path in [*folder.iterdir(), folder]:
+        if path.is_file() or path == folder:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class EveryEpoch(keras.callbacks.Callback):
+    """Checkpoint at each epoch end. Must come last: it records the logs the others completed."""
+
+    def __init__(self, run_dir: Path, state: dict, timer: EpochTimer):
+        super().__init__()
+        self.run_dir, self.state, self.timer = run_dir, state, timer
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = self.state.setdefault("history", {})
+        for name, value in (logs or {}).items():
+            history.setdefault(name, []).append(float(value))
+        self.state["epoch_seconds"].append(self.timer.seconds[-1])
+        self.state["steps"] = int(self.model.optimizer.iterations.numpy())
+        save(self.run_dir, self.model, epoch + 1, self.state)

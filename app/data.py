@@ -1,0 +1,209 @@
+"""Load and validate the digits: a keras.datasets download, an .npz file, or a folder of IDX files.
+
+Everything here is numpy only, so bad data is refused before TensorFlow is imported. Whatever the
+source, the result is the same `Digits`: uint8 images shaped (N, 28, 28) and uint8 labels 0-9.
+Images stay uint8 until a batch is formed (see pipeline.py): a quarter of the memory of float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+# An IDX file may claim any count in its header; refusing absurd ones bounds memory before reading.
+# Generous: EMNIST, the largest MNIST-layout set, has about 700,000 training images.
+MAX_IMAGES = 1_000_000
+
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes, 3 dims (images) or 1 dim (labels)
+
+
+class DataError(Exception):
+    """The data is missing or malformed; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Digits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    class_names: list[str]
+
+
+def load(dataset: str, data_path: str | None) -> Digits:
+    """The training and test digits from `data_path` if given, else from keras.datasets."""
+    if data_path is None:
+        arrays = _download(dataset)
+        source = f"keras.datasets.{dataset}"
+    else:
+        path = Path(data_path)
+        if not path.exists():
+            raise DataError(f"--data {data_path}: no such file or folder; "
+                            "give an .npz file or a folder of MNIST IDX files")
+        arrays = _read_idx_folder(path) if path.is_dir() else _read_npz(path)
+        source = str(path)
+    digits = Digits(**_validated(arrays, source), source=source, class_names=CLASS_NAMES[dataset])
+    return digits
+
+
+def _validated(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{source}: x_{split} has shape {x.shape}, expected (N, 28, 28); "
+                            "images must be 28x28 grayscale")
+        if x.dtype != np.uint8:
+            raise DataError(f"{source}: x_{split} has dtype {x.dtype}, expected uint8 pixels 0-255; "
+                            "save the raw, unscaled images")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{split} has shape {y.shape} and dtype {y.dtype}, "
+                            "expected a 1-D array of integer class labels")
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} set is empty; it needs at least one image")
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels; "
+                            "they must match one to one")
+        if y.min() < 0 or y.max() >= NUM_CLASSES:
+            raise DataError(f"{source}: y_{split} has labels from {y.min()} to {y.max()}, "
+                            f"expected 0 to {NUM_CLASSES - 1}")
+        out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x), y.astype(np.uint8)
+    return out
+
+
+# --- .npz (the keras.datasets layout) -------------------------------------------------------
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        # allow_pickle=False: an .npz with object arrays could run code when unpickled.
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in IDX_FILES if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {', '.join(missing)}; an .npz needs "
+                                "x_train, y_train, x_test and y_test (the keras.datasets layout)")
+            return {k: npz[k] for k in IDX_FILES}
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds object (pickled) arrays, which are refused for safety; "
+                            "save plain numeric arrays with numpy.savez") from None
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: cannot read it as an .npz file ({_reason(e)}); "
+                        "give an .npz or a folder of MNIST IDX files") from None
+
+
+# --- IDX (the original MNIST distribution format) ------------------------------------------
+
+
+def _read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise DataError(f"{folder}: missing {stem}[.gz]; the folder needs the four MNIST IDX files "
+                            f"({', '.join(IDX_FILES.values())}, gzipped or not)")
+        arrays[key] = _read_idx(found[0], ndim=3 if key.startswith("x") else 1)
+    return arrays
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        if gzipped:
+            with gzip.open(path, "rb") as f:
+                return _parse_idx(f, path, ndim, _gzip_size_hint(path))
+        with path.open("rb") as f:
+            return _parse_idx(f, path, ndim, os.path.getsize(path))
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read it ({_reason(e)}); replace it with an intact copy") from None
+
+
+def _parse_idx(f, path: Path, ndim: int, size_hint: int | None) -> np.ndarray:
+    header_size = 4 + 4 * ndim
+    header = f.read(header_size)
+    if len(header) < header_size:
+        raise DataError(f"{path}: truncated IDX header; replace it with an intact copy")
+    magic = int.from_bytes(header[:4], "big")
+    if magic != _IDX_MAGIC[ndim]:
+        raise DataError(f"{path}: not an IDX file of {'images' if ndim == 3 else 'labels'} "
+                        f"(magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x})")
+    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if ndim == 3 and dims[1:] != IMAGE_SHAPE:
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+    if not 0 < dims[0] <= MAX_IMAGES:
+        raise DataError(f"{path}: header claims {dims[0]} items, expected 1 to {MAX_IMAGES:,}")
+    expected = int(np.prod(dims))
+    # Cheap early refusal when the size is known up front (raw files, honest gzip trailers).
+    if size_hint is not None and size_hint != header_size + expected:
+        raise DataError(f"{path}: holds {size_hint - header_size} bytes of data but its header "
+                        f"promises {expected}; the file is truncated or corrupt")
+    body = f.read(expected)  # never more than the header promised: a gzip bomb stops here
+    if len(body) < expected:
+        raise DataError(f"{path}: truncated: {len(body)} of {expected} bytes; replace it with an intact copy")
+    if f.read(1):
+        raise DataError(f"{path}: has data beyond what its header promises; the file is corrupt")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _gzip_size_hint(path: Path) -> int | None:
+    """The uncompressed size from the gzip trailer (mod 2**32), or None when it cannot be trusted."""
+    size = os.path.getsize(path)
+    if size < 18:
+        return None
+    with path.open("rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    # Sizes of 4 GiB and more wrap around; those are refused by MAX_IMAGES anyway, so only
+    # trust the hint below the largest legal file.
+    return isize if isize < 16 + MAX_IMAGES * 28 * 28 else None
+
+
+# --- keras.datasets --------------------------------------------------------------------------
+
+
+def _download(dataset: str) -> dict[str, np.ndarray]:
+    """keras.datasets, cached under $KERAS_HOME/datasets (default ~/.keras/datasets)."""
+    from keras import datasets  # imports TensorFlow: only on this path
+
+    module = getattr(datasets, dataset)
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as e:  # keras raises bare Exception for URL failures
+        raise DataError(f"could not download {dataset} via keras.datasets ({_reason(e)}); "
+                        "train offline with --data PATH (an .npz or a folder of MNIST IDX files)") from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

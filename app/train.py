@@ -1,0 +1,157 @@
+"""train(config) -> metrics: one run, from the digits to an exported model.
+
+Reads top to bottom: data, run folder, device, model (new or resumed), callbacks, fit,
+test evaluation, export, metrics.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from app import checkpoints, data, devices, pipeline, runs, summaries
+from app.callbacks import EpochTimer, StopOnNonFiniteLoss, Validation
+from app.config import Config
+from app.model import build_model
+
+
+class Interrupted(Exception):
+    """Training was stopped by a signal; everything up to the last completed epoch is saved."""
+
+    def __init__(self, signal_name: str, exit_code: int):
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code
+
+
+def train(config: Config, digits: data.Digits | None = None) -> dict:
+    digits = digits or data.load(config.dataset, config.data)
+    if config.resume:
+        run_dir = runs.existing(config.log_dir, config.run_name)
+    else:
+        run_dir = runs.claim(config.log_dir, config.run_name)
+    runs.write_text(run_dir / "config.json", config.to_json())
+    run_name = run_dir.name
+
+    plan = devices.plan()
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}", flush=True)
+    if plan.warning:
+        print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
+    if plan.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(config.seed)
+
+    # --- model: new, or restored from this run's last checkpoint -----------------------------
+    model = build_model(len(digits.class_names))
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        # Integer labels with the sparse loss: the same cross-entropy as one-hot labels.
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=plan.jit_compile,
+    )
+    checkpoint = checkpoints.latest(run_dir) if config.resume else None
+    if checkpoint:
+        checkpoint.restore(model)
+        epochs_done, state = checkpoint.epochs_done, checkpoint.state
+        print(f"resuming {run_name} after epoch {epochs_done} of {config.epochs}", flush=True)
+    else:
+        epochs_done, state = 0, {"steps": 0, "history": {}, "epoch_seconds": []}
+
+    # --- callbacks: their order matters, see each one's docstring --------------------------
+    validation, timer = Validation(digits.x_test, digits.y_test), EpochTimer()
+    callbacks = [validation]
+    writer = None
+    if config.summaries:
+        summaries.trim_events(run_dir, epochs_done, state["steps"])
+        writer = summaries.open_writer(run_dir)
+        if epochs_done == 0:
+            summaries.write_run_start(writer, config, model, run_name, digits.source)
+        callbacks += [
+            summaries.ValidationSummaries(writer, validation, digits.x_test, digits.class_names),
+            summaries.BatchScalars(writer, config.batch_log_every),
+            summaries.LiveTensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=epochs_done == 0,
+                                      profile_batch=config.profile_range() or 0),
+        ]
+    callbacks += [StopOnNonFiniteLoss(), timer, checkpoints.EveryEpoch(run_dir, state, timer)]
+
+    # --- fit ----------------------------------------------------------------------------------
+    batches, steps_per_epoch = pipeline.training_batches(
+        digits.x_train, digits.y_train, config.batch_size, config.seed, epochs_done, config.epochs)
+    try:
+        if epochs_done < config.epochs:
+            with _signals_raise_interrupted():
+                model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
+                          steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+                          # the progress bar on a terminal; one line per epoch in logs and CI
+                          verbose=1 if sys.stdout.isatty() else 2)
+        else:
+            print(f"{run_name} already has {epochs_done} epochs; evaluating and exporting it again")
+    except Interrupted as stop:
+        saved = checkpoints.latest(run_dir)
+        print(f"\n{stop.signal_name}: stopped; {run_name} is saved after epoch "
+              f"{saved.epochs_done if saved else 0}. Continue with: --run-name {run_name} --resume",
+              file=sys.stderr, flush=True)
+        raise
+    finally:
+        if writer is not None:
+            writer.flush()
+
+    # --- test, export, report ------------------------------------------------------------------
+    test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test), verbose=0)
+    _save_model(model, run_dir)
+    seconds = state["epoch_seconds"]
+    metrics = {
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+        "epochs_completed": len(seconds),
+        "epoch_seconds": [round(s, 3) for s in seconds],
+        "train_images_per_second": round(len(digits.x_train) * len(seconds) / max(sum(seconds), 1e-9), 1),
+        "train_images": len(digits.x_train),
+        "test_images": len(digits.x_test),
+        "device": plan.description,
+        "history": state["history"],
+    }
+    runs.write_json(run_dir / "metrics.json", metrics)
+    if writer is not None:
+        summaries.write_test_metrics(writer, metrics, len(seconds))
+        writer.close()
+    print(f"run {run_dir}: test accuracy {test_accuracy:.2%}, test loss {test_loss:.4f}", flush=True)
+    return metrics
+
+
+def _save_model(model: keras.Model, run_dir: Path) -> None:
+    """model.keras for Keras, saved_model/ for TensorFlow Serving; each appears whole or not at all."""
+    tmp = run_dir / ".tmp-model.keras"
+    model.save(tmp)
+    tmp.replace(run_dir / "model.keras")
+    tmp_dir, final = run_dir / ".tmp-saved_model", run_dir / "saved_model"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    with contextlib.redirect_stdout(None):  # export() prints a page of signature details
+        model.export(str(tmp_dir), verbose=False)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp_dir.replace(final)
+
+
+@contextlib.contextmanager
+def _signals_raise_interrupted():
+    """Turn SIGTERM (docker stop) and SIGINT (Ctrl-C) into `Interrupted`, raised between steps.
+
+    Python runs signal handlers between bytecodes, so this lands within one training step; the
+    last completed epoch is already on disk, and the `finally` blocks flush the event files.
+    """
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        raise Interrupted(name, 128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,155 @@
+"""The command line: help, and every kind of bad input refused in one line, with nothing left behind."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, SLICE, cli_env, run_cli
+
+from app.data import IDX_FILES
+
+
+def assert_refused(result: subprocess.CompletedProcess, workdir, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    fit = workdir / "logs" / "fit"
+    assert not fit.exists() or not [p for p in fit.iterdir() if not p.name.startswith(".")], \
+        "a run folder was left behind"
+
+
+def test_help_shows_every_flag_with_its_default(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag, default in [("--epochs", "10"), ("--batch-size", None), ("--learning-rate", "0.001"),
+                          ("--seed", "42"), ("--dataset", "mnist"), ("--data", None), ("--log-dir", "logs"),
+                          ("--run-name", "YYYYMMDD-HHMMSS"), ("--resume", None), ("--batch-log-every", None),
+                          ("--profile-batches", None)]:
+        assert flag in result.stdout
+        if default:
+            assert default in result.stdout
+    assert result.stdout.count("(default:") >= 11
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "-1"], ["--epochs"]),
+    (["--epochs", "0"], ["--epochs"]),
+    (["--epochs", "ten"], ["--epochs", "ten"]),
+    (["--batch-size", "0"], ["--batch-size"]),
+    (["--learning-rate", "0"], ["--learning-rate"]),
+    (["--learning-rate", "-0.1"], ["--learning-rate"]),
+    (["--learning-rate", "nan"], ["--learning-rate"]),
+    (["--seed", "-5"], ["--seed"]),
+    (["--dataset", "cifar10"], ["--dataset", "cifar10"]),
+    (["--no-such-flag"], ["--no-such-flag"]),
+    (["--batch-log-every", "0"], ["--batch-log-every"]),
+    (["--profile-batches", "5,2"], ["--profile-batches"]),
+    (["--run-name", "../../etc"], ["--run-name"]),
+    (["--run-name", "/tmp/elsewhere"], ["--run-name"]),
+    (["--resume"], ["--resume", "--run-name"]),
+    (["--resume", "--run-name", "never-ran"], ["never-ran"]),
+    (["--data", "/no/such/place"], ["/no/such/place"]),
+])
+def test_bad_flags_are_refused_in_one_line(tmp_path, args, words):
+    assert_refused(run_cli(*args, cwd=tmp_path), tmp_path, *words)
+
+
+def test_log_dir_that_cannot_be_written_is_refused(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_cli("--data", str(SLICE), "--log-dir", "a-file/logs", cwd=tmp_path)
+    assert_refused(result, tmp_path, "--log-dir", "a-file/logs")
+
+
+def test_unreadable_data_is_refused(tmp_path):
+    # A socket file exists but cannot be opened, by root either (file modes would not stop root).
+    data = tmp_path / "digits.npz"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(data))
+        result = run_cli("--data", str(data), cwd=tmp_path)
+    assert_refused(result, tmp_path, str(data), "cannot read")
+
+
+def test_bad_input_is_refused_before_tensorflow_is_imported():
+    code = ("import sys, app.__main__ as cli; code = cli.main(['--epochs', '-1', '--data', sys.argv[1]]); "
+            "assert code == 2 and 'tensorflow' not in sys.modules, sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(SLICE)], cwd=ROOT, env=cli_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- bad data files, one per way a dataset can be wrong ------------------------------------------
+
+def _slice() -> dict[str, np.ndarray]:
+    with np.load(SLICE) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _npz(tmp_path, **changes) -> str:
+    arrays = {**_slice(), **changes}
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _idx_folder(tmp_path, corrupt: str | None = None) -> str:
+    """The slice as four gzipped IDX files, optionally with one of them broken."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for key, stem in IDX_FILES.items():
+        array = _slice()[key]
+        header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
+        header += b"".join(d.to_bytes(4, "big") for d in array.shape)
+        raw = header + array.tobytes()
+        if corrupt == "magic" and key == "x_train":
+            raw = b"\x00\x00\x08\x04" + raw[4:]
+        if corrupt == "truncated" and key == "x_test":
+            raw = raw[: len(raw) // 2]
+        if corrupt == "dims" and key == "x_train":
+            raw = raw[:8] + (32).to_bytes(4, "big") + raw[12:]
+        packed = gzip.compress(raw)
+        if corrupt == "gzip" and key == "y_train":
+            packed = packed[:10] + b"\xff" * 20 + packed[30:]
+        (folder / f"{stem}.gz").write_bytes(packed)
+    if corrupt == "missing":
+        (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    return str(folder)
+
+
+def _text_file(path) -> str:
+    path.write_text("hello")
+    return str(path)
+
+
+BAD_DATA = {
+    "npz without y_test": (lambda p: _npz(p, y_test=None), ["y_test"]),
+    "images of the wrong shape": (lambda p: _npz(p, x_train=np.zeros((10, 32, 32), np.uint8),
+                                                 y_train=np.zeros(10, np.uint8)), ["(N, 28, 28)"]),
+    "float images": (lambda p: _npz(p, x_test=_slice()["x_test"].astype(np.float32) / 255), ["uint8"]),
+    "labels outside 0-9": (lambda p: _npz(p, y_train=np.full(1200, 10, np.uint8)), ["labels", "0 to 9"]),
+    "counts that differ": (lambda p: _npz(p, y_train=_slice()["y_train"][:-1]), ["1200", "1199"]),
+    "an empty set": (lambda p: _npz(p, x_test=np.zeros((0, 28, 28), np.uint8),
+                                    y_test=np.zeros(0, np.uint8)), ["empty"]),
+    "pickled object arrays": (lambda p: _npz(p, y_test=np.array([object()] * 300, dtype=object)), ["pickle"]),
+    "not an npz at all": (lambda p: _text_file(p / "notes.npz"), ["npz"]),
+    "a folder without the IDX files": (lambda p: _idx_folder(p, "missing"), ["t10k-labels-idx1-ubyte"]),
+    "a corrupt gzip": (lambda p: _idx_folder(p, "gzip"), ["train-labels-idx1-ubyte.gz"]),
+    "a bad IDX magic number": (lambda p: _idx_folder(p, "magic"), ["magic"]),
+    "a truncated IDX file": (lambda p: _idx_folder(p, "truncated"), ["t10k-images"]),
+    "IDX images that are not 28x28": (lambda p: _idx_folder(p, "dims"), ["28x28"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_data_is_refused_in_one_line(tmp_path, case):
+    make, words = BAD_DATA[case]
+    path = make(tmp_path)
+    assert_refused(run_cli("--data", path, cwd=tmp_path), tmp_path, *words)

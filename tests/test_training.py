@@ -1,0 +1,138 @@
+"""A real run on real digits: what it prints, what it saves, and what TensorBoard shows of it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SLICE, events, run_cli, scalar_steps, scalar_values
+
+LAYERS_WITH_WEIGHTS = ["conv1", "conv2", "dense", "output"]
+TABS = ["scalars", "graphs", "distributions", "histograms", "images", "hparams", "pr_curves", "text"]
+
+
+def test_output_names_the_device_each_epoch_and_the_result(trained):
+    result, run_dir = trained
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("TensorFlow 2.21.0, Keras 3.15.1: no GPU visible: training on CPU")
+    # Not a terminal: one line per epoch, no progress bar redrawn with carriage returns.
+    assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
+    assert "\r" not in result.stdout
+    accuracy = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+    assert lines[-1] == (f"run logs/fit/tiny: test accuracy {accuracy:.2%}, "
+                         f"test loss {json.loads((run_dir / 'metrics.json').read_text())['test_loss']:.4f}")
+
+
+def test_run_folder_holds_config_metrics_and_models(trained):
+    _, run_dir = trained
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["data"] == str(SLICE) and config["run_name"] == "tiny"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 2 and len(metrics["epoch_seconds"]) == 2
+    assert metrics["train_images_per_second"] > 0 and metrics["train_images"] == 1200
+    # Two epochs on 1,200 digits learn something real: far above the 10 % of guessing.
+    assert metrics["test_accuracy"] > 0.7
+    assert len(metrics["history"]["val_accuracy"]) == 2
+
+
+def test_saved_models_predict_like_the_trained_one(trained):
+    import keras
+    import tensorflow as tf
+
+    _, run_dir = trained
+    with np.load(SLICE) as npz:
+        x, y = npz["x_test"][..., None].astype("float32") / 255, npz["y_test"]
+    accuracy = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert np.mean(model.predict(x, verbose=0).argmax(1) == y) == pytest.approx(accuracy, abs=1e-6)
+    exported = tf.saved_model.load(str(run_dir / "saved_model"))  # keep it: serve() needs its variables
+    served = exported.serve(tf.constant(x))
+    assert np.mean(np.asarray(served).argmax(1) == y) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_scalars_for_train_and_validation_every_epoch(trained):
+    _, run_dir = trained
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate"):
+        assert scalar_steps(run_dir / "train", tag) == [0, 1], tag
+    for tag in ("epoch_loss", "epoch_accuracy"):
+        assert scalar_steps(run_dir / "validation", tag) == [0, 1], tag
+    assert scalar_values(run_dir / "train", "epoch_learning_rate") == pytest.approx([0.001, 0.001])
+    # Our own validation pass reports what Keras' evaluate() reports for the same model.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    validation = run_dir / "validation"
+    assert scalar_values(validation, "epoch_accuracy")[-1] == pytest.approx(metrics["test_accuracy"])
+    assert scalar_values(validation, "epoch_loss")[-1] == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+
+def test_batch_scalars_move_within_an_epoch(trained):
+    _, run_dir = trained
+    steps = scalar_steps(run_dir, "batch_loss")
+    # 1,200 images in batches of 32 is 38 steps an epoch: a point every 5 steps, 15 in all.
+    assert steps == sorted(set(steps)) and len(steps) >= 14
+    assert scalar_steps(run_dir, "batch_accuracy") == steps
+
+
+def test_histograms_of_every_weight_and_bias_every_epoch(trained):
+    _, run_dir = trained
+    tags = events(run_dir / "train").Tags()["tensors"]
+    for layer in LAYERS_WITH_WEIGHTS:
+        for weight in ("kernel", "bias"):
+            tag = f"mnist_cnn/{layer}/{weight}/histogram"
+            assert tag in tags
+            assert scalar_steps(run_dir / "train", tag) == [0, 1]
+
+
+def test_images_pr_curves_text_hparams_and_graphs(trained):
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    _, run_dir = trained
+    run = events(run_dir)
+    tags = run.Tags()["tensors"]
+    for tag in ("confusion_matrix", "misclassified"):
+        assert [e.step for e in run.Tensors(tag)] == [0, 1]
+        png = tf.make_ndarray(run.Tensors(tag)[-1].tensor_proto)[2]  # width, height, PNG bytes
+        assert Image.open(io.BytesIO(png)).size[0] > 300
+    assert sorted(t for t in tags if t.endswith("/pr_curves")) == [f"class_{c}/pr_curves" for c in range(10)]
+    assert {"config", "model_summary"} <= set(tags)
+    assert "_hparams_/session_start_info" in tags
+    assert run.Graph() is not None  # the op-level graph of the forward pass
+    assert any(n.op == "Conv2D" for n in run.Graph().node)
+    assert "keras" in events(run_dir / "train").Tags()["tensors"]  # Keras' conceptual graph
+
+
+def test_tensorboard_serves_every_tab(tensorboard):
+    plugins = tensorboard.get("/data/plugins_listing")
+    assert [tab for tab in TABS if not plugins[tab]["enabled"]] == []
+    runs = tensorboard.get("/data/runs")
+    assert {"tiny", "tiny/train", "tiny/validation"} <= set(runs)
+    points = tensorboard.get("/data/plugin/scalars/scalars?run=tiny/validation&tag=epoch_accuracy")
+    assert [p[1] for p in points] == [0, 1]
+    histograms = tensorboard.get("/data/plugin/histograms/tags")["tiny/train"]
+    assert "mnist_cnn/conv1/kernel/histogram" in histograms
+    images = tensorboard.get("/data/plugin/images/images?run=tiny&tag=confusion_matrix")
+    png = tensorboard.get(f"/data/plugin/images/individualImage?{images[-1]['query']}")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(tensorboard.get("/data/plugin/pr_curves/tags")["tiny"]) == 10
+    assert "config" in tensorboard.get("/data/plugin/text/tags")["tiny"]
+    graphs = tensorboard.get("/data/plugin/graphs/info")
+    assert graphs["tiny"]["run_graph"] and graphs["tiny/train"]["tags"]["keras"]["conceptual_graph"]
+    groups = tensorboard.post("/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
+        "colParams": [], "startIndex": 0, "sliceSize": 10})
+    [group] = groups["sessionGroups"]
+    assert group["name"] == "tiny" and group["hparams"]["learning_rate"] == 0.001
+    assert any(m["name"]["tag"] == "epoch_accuracy" and m["name"]["group"] == "validation"
+               for m in group["metricValues"])
+
+
+def test_same_seed_same_result(tmp_path):
+    args = ["--data", str(SLICE), "--epochs", "1", "--seed", "7"]
+    first = run_cli(*args, "--run-name", "a", cwd=tmp_path)
+    second = run_cli(*args, "--run-name", "b", cwd=tmp_path)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    a, b = (json.loads((tmp_path / "logs" / "fit" / n / "metrics.json").read_text()) for n in "ab")
+    assert a["test_loss"] == b["test_loss"] and a["history"] == b["history"]
