@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, SLICE, cli_env, run_cli
+from helpers import ROOT, SLICE, cli_env, run_cli
 
 from app.data import IDX_FILES
 

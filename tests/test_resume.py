@@ -6,7 +6,7 @@ import json
 import signal
 import time
 
-from conftest import SLICE, events, run_cli, scalar_steps, start_cli, wait_for
+from helpers import SLICE, events, run_cli, scalar_steps, start_cli, wait_for
 
 from app import runs
 

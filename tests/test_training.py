@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SLICE, events, run_cli, scalar_steps, scalar_values
+from helpers import SLICE, events, run_cli, scalar_steps, scalar_values
 
 LAYERS_WITH_WEIGHTS = ["conv1", "conv2", "dense", "output"]
 TABS = ["scalars", "graphs", "distributions", "histograms", "images", "hparams", "pr_curves", "text"]

@@ -1,0 +1,101 @@
+"""The container stack for real: a Docker engine, the stand-in base image, a non-root user, Chromium.
+
+No registry can be reached here, so the project's Dockerfile is built on a stand-in for the
+official TensorFlow image (standin_base_image.sh). Everything else is the real thing: the
+Dockerfile, docker-compose.yml and the Makefile, driven by `make` as an unprivileged user in
+the docker group, in a copy of this checkout that the user owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+STANDIN = "standin/tensorflow:2.21.0"
+USER = "e2e"
+TB = "http://127.0.0.1:6006"
+PROJECT = "mnist-tensorboard"
+ARTIFACTS = ROOT / "artifacts"
+
+
+def sh(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, text=True, capture_output=True, stdin=subprocess.DEVNULL,
+                          **kwargs)
+
+
+def tb_get(path: str):
+    with urllib.request.urlopen(TB + path, timeout=10) as response:
+        body = response.read()
+        return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+
+
+def tb_post(path: str, payload: dict):
+    request = urllib.request.Request(TB + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def tb_answers() -> bool:
+    try:
+        tb_get("/data/runs")
+        return True
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Stack:
+    """The project checkout of the unprivileged user, and ways to run commands there as them."""
+
+    def __init__(self, home: Path, uid: int, gid: int, data_dir: Path, train_data: str, epochs: int):
+        self.dir, self.uid, self.gid = home / "mnist-tensorboard", uid, gid
+        self.data_dir, self.train_data, self.epochs = data_dir, train_data, epochs
+        self.env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(home), "USER": USER, "LANG": "C.UTF-8",
+            # The three settings this machine needs: the stand-in base image, no 3 GB of CUDA
+            # wheels on a CPU build, and the proxy's CA bundle lent to pip during the build.
+            "BASE_IMAGE": STANDIN, "CUDA_WHEELS": "0",
+            "BUILD_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
+            "DATA_DIR": str(data_dir),
+        }
+
+    def command(self, *args: str, env: dict | None = None) -> list[str]:
+        pairs = [f"{k}={v}" for k, v in {**self.env, **(env or {})}.items()]
+        prefix = [] if os.geteuid() == self.uid else ["runuser", "-u", USER, "--"]
+        return [*prefix, "env", "-i", *pairs, *args]
+
+    def run(self, *args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args, env=env), cwd=self.dir, text=True, capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args, env=env), cwd=self.dir, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def runs(self) -> list[Path]:
+        fit = self.dir / "logs" / "fit"
+        return sorted(p for p in fit.iterdir() if p.is_dir()) if fit.is_dir() else []
+
+    def containers(self, *filters: str) -> list[str]:
+        args = ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"]
+        for f in filters:
+            args += ["--filter", f]
+        return sh(*args).stdout.split()

@@ -1,0 +1,101 @@
+"""Helpers for the tests: run the real CLI, read event files back, talk to a real TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = ROOT / "tests" / "data" / "mnist-slice.npz"  # 1,200 + 300 real MNIST digits
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("KERAS_HOME", None)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m app ARGS` in `cwd`, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app", *args], cwd=cwd, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def events(directory: Path):
+    """TensorBoard's own loader over one run directory (not its subdirectories)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        str(directory), size_guidance={k: 0 for k in event_accumulator.DEFAULT_SIZE_GUIDANCE})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalar_steps(directory: Path, tag: str) -> list[int]:
+    return [e.step for e in events(directory).Tensors(tag)]
+
+
+def scalar_values(directory: Path, tag: str) -> list[float]:
+    import tensorflow as tf
+
+    return [float(tf.make_ndarray(e.tensor_proto)) for e in events(directory).Tensors(tag)]
+
+
+class TensorBoard:
+    """A real `tensorboard` process serving a log folder on a free local port."""
+
+    def __init__(self, logdir: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        tensorboard = Path(sys.executable).with_name("tensorboard")
+        self.process = subprocess.Popen(
+            [str(tensorboard), "--logdir", str(logdir), "--port", str(self.port), "--host", "127.0.0.1",
+             "--reload_interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(self._up, 60, "TensorBoard to answer", interval=0.3)
+
+    def _up(self) -> bool:
+        try:
+            self.get("/data/logdir")
+            return True
+        except OSError:
+            return False
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+            body = response.read()
+            return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+
+    def post(self, path: str, payload: dict):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
