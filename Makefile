@@ -10,6 +10,7 @@ DATA_DIR ?=# a host folder with offline data, mounted read-only at /data; trains
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
 TB_PORT ?= 6006
 TB_HOST ?= 127.0.0.1
+BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 PYTHON ?= python3
 
 # compose reads these; it runs both containers as the calling user, so ./logs stays theirs.
@@ -72,6 +73,9 @@ test: $(VENV)/.installed ## run the test suite (makes .venv first: tensorflow-cp
 
 e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose, make and Chromium
 	$(VENV)/bin/pytest -m e2e -p no:cacheprovider tests/e2e
+
+bench: $(VENV)/.installed ## the original configuration against the project's: speed, accuracy, memory
+	$(VENV)/bin/python -m app.bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed ## ruff for Python, hadolint for the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ import os
 import sys
 
 from app import runs
-from app.config import DATASETS, Config, ConfigError, resumed
+from app.config import DATASETS, PRECISIONS, SCHEDULES, Config, ConfigError, resumed
 from app.data import DataError, load
 
 DEFAULTS = Config()
@@ -40,6 +40,13 @@ def parser() -> argparse.ArgumentParser:
                        help=f"images per training step (default: {DEFAULTS.batch_size})")
     train.add_argument("--learning-rate", type=float, metavar="LR",
                        help=f"Adam's learning rate (default: {DEFAULTS.learning_rate})")
+    train.add_argument("--lr-schedule", choices=SCHEDULES,
+                       help=f"cosine: decay the learning rate to zero over the run; constant: keep it "
+                            f"(default: {DEFAULTS.lr_schedule})")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="auto: mixed precision where the hardware gains from it (float16 on GPUs "
+                            "with tensor cores, bfloat16 on CPUs with bf16 instructions), else float32 "
+                            f"(default: {DEFAULTS.precision})")
     train.add_argument("--seed", type=int, metavar="N",
                        help=f"seed for weights, shuffling and dropout; the same seed gives the same "
                             f"result on the same machine (default: {DEFAULTS.seed})")

@@ -16,12 +16,14 @@ import tensorflow as tf
 @dataclasses.dataclass(frozen=True)
 class Plan:
     description: str  # what the start-up line says
-    mixed_precision: bool = False
+    policy: str = "float32"  # the Keras dtype policy
     jit_compile: bool = False
+    steps_per_execution: int = 1
     warning: str | None = None
 
 
-def plan() -> Plan:
+def plan(precision: str = "auto") -> Plan:
+    """How to train on what this process sees; `precision` other than "auto" is taken as given."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         warning = None
@@ -29,19 +31,43 @@ def plan() -> Plan:
             # The known trap: -gpu images whose cuDNN does not match TensorFlow see no GPU at all.
             warning = ("this TensorFlow is built for CUDA but sees no GPU; if the host has one, run "
                        "`make gpu-check` and see 'No GPU visible' in the README")
-        return Plan("no GPU visible: training on CPU", warning=warning)
+        policy = _cpu_policy() if precision == "auto" else precision
+        return Plan(f"no GPU visible: training on CPU ({policy})", policy=policy,
+                    steps_per_execution=CPU_STEPS_PER_EXECUTION, warning=warning)
     for gpu in gpus:
         # Take GPU memory as needed rather than all of it, so TensorBoard or a second run fits.
         tf.config.experimental.set_memory_growth(gpu, True)
     details = tf.config.experimental.get_device_details(gpus[0])
-    capability = details.get("compute_capability") or (0, 0)
+    capability = tuple(details.get("compute_capability") or (0, 0))
     name = details.get("device_name", gpus[0].name)
-    extra = f" (+{len(gpus) - 1} more, unused)" if len(gpus) > 1 else ""
-    return Plan(
-        f"training on GPU {name}, compute capability {capability[0]}.{capability[1]}{extra}",
-        mixed_precision=tuple(capability) >= (7, 0),
-        jit_compile=True,
-    )
+    if precision == "auto":
+        # Tensor cores, which make float16 fast, arrived with compute capability 7.0 (Volta).
+        precision = "mixed_float16" if capability >= (7, 0) else "float32"
+    extra = f", +{len(gpus) - 1} more unused" if len(gpus) > 1 else ""
+    return Plan(f"training on GPU {name} (compute capability {capability[0]}.{capability[1]}{extra}, "
+                f"{precision}, XLA)", policy=precision, jit_compile=True,
+                steps_per_execution=GPU_STEPS_PER_EXECUTION)
+
+
+# A CPU step of this model takes milliseconds, so Keras' per-step overhead hardly shows (several
+# steps per execution measured no faster here); a GPU step takes well under one, so there the
+# host round trip per step would dominate.
+CPU_STEPS_PER_EXECUTION = 1
+GPU_STEPS_PER_EXECUTION = 20
+
+
+def _cpu_policy() -> str:
+    """bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32.
+
+    Measured here (AVX512-BF16): 10 epochs 1.6 times faster at the same accuracy. Without those
+    instructions bfloat16 is emulated and slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux
+        return "float32"
+    return "mixed_bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
 
 
 def report() -> None:
@@ -58,8 +84,8 @@ def report() -> None:
         with tf.device(gpu.name):
             total = float(tf.reduce_sum(tf.matmul(tf.ones([256, 256]), tf.ones([256, 256]))))
         print(f"{gpu.name}: a 256x256 matmul gives {total:.0f} (expected {256 ** 3})")
-    print(f"mixed precision: {'on' if current.mixed_precision else 'off'}, "
-          f"XLA: {'on' if current.jit_compile else 'off'}")
+    print(f"dtype policy {current.policy}, XLA {'on' if current.jit_compile else 'off'}, "
+          f"{current.steps_per_execution} steps per execution")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from helpers import SLICE, TensorBoard, run_cli, wait_for
 def trained(tmp_path_factory):
     """One real two-epoch run on the slice, shared by the tests that inspect its results."""
     workdir = tmp_path_factory.mktemp("trained")
-    result = run_cli("--data", str(SLICE), "--epochs", "2", "--run-name", "tiny", "--batch-log-every", "5",
-                     cwd=workdir)
+    # Batches of 64: 19 steps an epoch on the slice's 1,200 images, enough to learn something.
+    result = run_cli("--data", str(SLICE), "--epochs", "2", "--batch-size", "64", "--run-name", "tiny",
+                     "--batch-log-every", "5", cwd=workdir)
     assert result.returncode == 0, result.stderr
     return result, workdir / "logs" / "fit" / "tiny"
 

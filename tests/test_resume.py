@@ -27,7 +27,8 @@ def _latest_checkpoint(run_dir) -> tuple[int, int]:
 
 
 def test_kill_9_mid_epoch_then_resume_continues_one_unbroken_run(tmp_path):
-    args = ["--data", str(SLICE), "--epochs", "6", "--run-name", "k", "--batch-log-every", "2"]
+    args = ["--data", str(SLICE), "--epochs", "6", "--batch-size", "32", "--run-name", "k",
+            "--batch-log-every", "2"]
     run_dir = tmp_path / "logs" / "fit" / "k"
     process = start_cli(*args, cwd=tmp_path)
     try:
