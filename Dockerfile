@@ -27,7 +27,7 @@ COPY docker/pip-install /usr/local/bin/pip-install
 RUN --mount=type=secret,id=ca,required=false \
     if [ "${CUDA_WHEELS}" = 1 ]; then \
         pip-install "tensorflow[and-cuda]==${TF_VERSION}" \
-        && python3 -c "import glob, os, nvidia; print('\n'.join(sorted(glob.glob(os.path.join(nvidia.__path__[0], '*', 'lib')))))" \
+        && python3 -c "import glob, nvidia; print(*sorted(g for p in nvidia.__path__ for g in glob.glob(p + '/*/lib')), sep='\n')" \
             > /etc/ld.so.conf.d/000-nvidia-wheels.conf \
         && ldconfig; \
     fi

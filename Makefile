@@ -27,7 +27,7 @@ RUN_ARGS = $(TRAIN_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(TRAIN_ARGS)
 GPU_PROBE = docker run --rm --gpus all --entrypoint true $(IMAGE) >/dev/null 2>&1
 COMPOSE = docker compose -f docker-compose.yml $(shell $(GPU_PROBE) && echo -f docker-compose.gpu.yml)
 
-.PHONY: help up down train tensorboard logs gpu-check build test e2e bench lint clean
+.PHONY: help up down train tensorboard logs gpu-check build test test-slow e2e bench lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: $(VENV)/.installed ## run the test suite (makes .venv first: tensorflow-cpu, tensorboard, pytest)
 	$(VENV)/bin/pytest
+
+test-slow: $(VENV)/.installed ## the slow tests: three kills in one run, a full disk, gzip bombs
+	$(VENV)/bin/pytest -m slow
 
 e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose, make and Chromium
 	$(VENV)/bin/pytest -m e2e -p no:cacheprovider tests/e2e

@@ -86,21 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, 2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines are noise here
-    from app.callbacks import NonFiniteLoss
-    from app.train import Interrupted, train
+    from app.train import Interrupted, RunFailed, train
 
     try:
         train(config, digits)
     except (ConfigError, DataError) as e:
         return _fail(e, 2)
-    except NonFiniteLoss as e:
+    except RunFailed as e:
         return _fail(e, 1)
     except Interrupted as e:
         return e.exit_code
-    except OSError as e:  # a full disk, a log dir yanked away mid-run
-        where = f" {e.filename}" if e.filename else ""
-        return _fail(f"cannot write{where} ({e.strerror or e}); free space or fix the folder, then "
-                     f"continue with --run-name NAME --resume", 1)
     return 0
 
 

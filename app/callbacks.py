@@ -47,8 +47,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             step = int(self.model.optimizer.iterations.numpy())
-            raise NonFiniteLoss(f"the loss became {loss} at step {step}: training diverged; "
-                                "lower --learning-rate (or --batch-size) and start a new run")
+            raise NonFiniteLoss(f"the loss became {loss} at step {step}: training diverged")
 
 
 class EpochTimer(keras.callbacks.Callback):

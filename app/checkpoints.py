@@ -37,6 +37,10 @@ class Checkpoint:
         """
         model.optimizer.build(model.trainable_variables)
         model.load_weights(self.path / "model.keras")
+        # Dropout's random stream: not among the weights, so saved beside them. With it, a resumed
+        # run drops the very units an uninterrupted one would, and ends with the same model.
+        for variable in _seed_states(model):
+            variable.assign(self.state["seed_states"][variable.path])
 
 
 def latest(run_dir: Path) -> Checkpoint | None:
@@ -96,4 +100,9 @@ class EveryEpoch(keras.callbacks.Callback):
             history.setdefault(name, []).append(float(value))
         self.state["epoch_seconds"].append(self.timer.seconds[-1])
         self.state["steps"] = int(self.model.optimizer.iterations.numpy())
+        self.state["seed_states"] = {v.path: v.numpy().tolist() for v in _seed_states(self.model)}
         save(self.run_dir, self.model, epoch + 1, self.state)
+
+
+def _seed_states(model: keras.Model) -> list:
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]

@@ -99,23 +99,36 @@ def _validated(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarr
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        # allow_pickle=False: an .npz with object arrays could run code when unpickled.
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in IDX_FILES if k not in npz.files]
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            missing = [k for k in IDX_FILES if f"{k}.npy" not in members]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)}; an .npz needs "
                                 "x_train, y_train, x_test and y_test (the keras.datasets layout)")
+            for key in IDX_FILES:
+                with archive.open(f"{key}.npy") as member:
+                    _check_npy_header(path, key, member)
+        # allow_pickle=False as well: an .npz with object arrays could run code when unpickled.
+        with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in IDX_FILES}
     except DataError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds object (pickled) arrays, which are refused for safety; "
-                            "save plain numeric arrays with numpy.savez") from None
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as e:
         raise DataError(f"{path}: cannot read it as an .npz file ({_reason(e)}); "
                         "give an .npz or a folder of MNIST IDX files") from None
+
+
+def _check_npy_header(path: Path, key: str, member) -> None:
+    """Refuse an array by its header alone, before numpy allocates or unpickles anything."""
+    version = np.lib.format.read_magic(member)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(member)
+    if dtype.hasobject:
+        raise DataError(f"{path}: {key} holds Python objects (pickled), which are refused for safety; "
+                        "save plain numeric arrays with numpy.savez")
+    if not shape or not 0 <= shape[0] <= MAX_IMAGES or int(np.prod(shape)) > MAX_IMAGES * 28 * 28:
+        raise DataError(f"{path}: {key} has shape {shape}, expected at most {MAX_IMAGES:,} items")
 
 
 # --- IDX (the original MNIST distribution format) ------------------------------------------
@@ -191,17 +204,37 @@ def _gzip_size_hint(path: Path) -> int | None:
 # --- keras.datasets --------------------------------------------------------------------------
 
 
+# Where keras.datasets downloads from, for error messages (Keras' own names the URL only sometimes).
+ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+
+
 def _download(dataset: str) -> dict[str, np.ndarray]:
     """keras.datasets, cached under $KERAS_HOME/datasets (default ~/.keras/datasets)."""
     from keras import datasets  # imports TensorFlow: only on this path
 
-    module = getattr(datasets, dataset)
+    caches = _keras_caches()
+    before = _snapshot(caches)
     try:
-        (x_train, y_train), (x_test, y_test) = module.load_data()
-    except Exception as e:  # keras raises bare Exception for URL failures
-        raise DataError(f"could not download {dataset} via keras.datasets ({_reason(e)}); "
+        (x_train, y_train), (x_test, y_test) = getattr(datasets, dataset).load_data()
+    except Exception as e:  # Keras raises bare Exception for URL failures, ValueError for bad hashes
+        # What this attempt left behind is partial or wrong (a proxy's error page, say): if it
+        # stayed, the next run would fail on it, or for a set without a hash, train on it.
+        for path, _, _ in _snapshot(caches) - before:  # files new or changed since the start
+            Path(path).unlink(missing_ok=True)
+        raise DataError(f"could not download {dataset} from {ORIGIN} ({_reason(e)}); "
                         "train offline with --data PATH (an .npz or a folder of MNIST IDX files)") from None
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _keras_caches() -> list[Path]:
+    """Keras' dataset cache, and the one it falls back to when that is not writable."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+    return [home / "datasets", Path("/tmp/.keras/datasets")]
+
+
+def _snapshot(folders: list[Path]) -> set[tuple[str, int, int]]:
+    return {(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file()}
 
 
 def _reason(e: BaseException) -> str:

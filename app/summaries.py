@@ -51,8 +51,10 @@ def write_run_start(writer, config: Config, model: keras.Model, run_name: str, s
             {
                 "batch_size": config.batch_size,
                 "learning_rate": config.learning_rate,
+                "lr_schedule": config.lr_schedule,
                 "epochs": config.epochs,
                 "seed": config.seed,
+                "precision": model.dtype_policy.name,
                 "dataset": config.dataset,
                 "optimizer": "adam",
                 "dropout": 0.5,

@@ -17,9 +17,13 @@ import keras
 import tensorflow as tf
 
 from app import checkpoints, data, devices, pipeline, runs, summaries
-from app.callbacks import EpochTimer, StopOnNonFiniteLoss, Validation
+from app.callbacks import EpochTimer, NonFiniteLoss, StopOnNonFiniteLoss, Validation
 from app.config import Config
 from app.model import build_model
+
+
+class RunFailed(Exception):
+    """Training could not go on (a full disk, say); the run is resumable from its last checkpoint."""
 
 
 class Interrupted(Exception):
@@ -84,51 +88,69 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
         ]
     callbacks += [StopOnNonFiniteLoss(), timer, checkpoints.EveryEpoch(run_dir, state, timer)]
 
-    # --- fit ----------------------------------------------------------------------------------
+    # --- fit, test, export ------------------------------------------------------------------
     fit_started = time.perf_counter()
-    try:
-        if epochs_done < config.epochs:
-            with _signals_raise_interrupted():
-                model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
-                          steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
-                          # the progress bar on a terminal; one line per epoch in logs and CI
-                          verbose=1 if sys.stdout.isatty() else 2)
-        else:
-            print(f"{run_name} already has {epochs_done} epochs; evaluating and exporting it again")
-    except Interrupted as stop:
-        saved = checkpoints.latest(run_dir)
-        print(f"\n{stop.signal_name}: stopped; {run_name} is saved after epoch "
-              f"{saved.epochs_done if saved else 0}. Continue with: --run-name {run_name} --resume",
-              file=sys.stderr, flush=True)
-        raise
-    finally:
+    with _explained_failures(run_dir):
+        try:
+            if epochs_done < config.epochs:
+                with _signals_raise_interrupted():
+                    model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
+                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+                              # the progress bar on a terminal; one line per epoch in logs and CI
+                              verbose=1 if sys.stdout.isatty() else 2)
+            else:
+                print(f"{run_name} already has {epochs_done} epochs; evaluating and exporting it again")
+        finally:
+            if writer is not None:
+                writer.flush()
+        fit_seconds = time.perf_counter() - fit_started
+
+        test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test),
+                                                  verbose=0)
+        _save_model(model, run_dir)
+        seconds = state["epoch_seconds"]
+        metrics = {
+            "test_loss": float(test_loss),
+            "test_accuracy": float(test_accuracy),
+            "epochs_completed": len(seconds),
+            "epoch_seconds": [round(s, 3) for s in seconds],
+            "train_images_per_second": round(len(digits.x_train) * len(seconds) / max(sum(seconds), 1e-9), 1),
+            "fit_seconds": round(fit_seconds, 2),  # this session only, when resumed
+            "train_images": len(digits.x_train),
+            "test_images": len(digits.x_test),
+            "device": plan.description,
+            "history": state["history"],
+        }
+        runs.write_json(run_dir / "metrics.json", metrics)
         if writer is not None:
-            writer.flush()
-
-    fit_seconds = time.perf_counter() - fit_started
-
-    # --- test, export, report ------------------------------------------------------------------
-    test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test), verbose=0)
-    _save_model(model, run_dir)
-    seconds = state["epoch_seconds"]
-    metrics = {
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
-        "epochs_completed": len(seconds),
-        "epoch_seconds": [round(s, 3) for s in seconds],
-        "train_images_per_second": round(len(digits.x_train) * len(seconds) / max(sum(seconds), 1e-9), 1),
-        "fit_seconds": round(fit_seconds, 2),  # this session's model.fit, resumed runs count only theirs
-        "train_images": len(digits.x_train),
-        "test_images": len(digits.x_test),
-        "device": plan.description,
-        "history": state["history"],
-    }
-    runs.write_json(run_dir / "metrics.json", metrics)
-    if writer is not None:
-        summaries.write_test_metrics(writer, metrics, len(seconds))
-        writer.close()
+            summaries.write_test_metrics(writer, metrics, len(seconds))
+            writer.close()
     print(f"run {run_dir}: test accuracy {test_accuracy:.2%}, test loss {test_loss:.4f}", flush=True)
     return metrics
+
+
+@contextlib.contextmanager
+def _explained_failures(run_dir: Path):
+    """What stops a run becomes one message: what is saved, and how to go on from there."""
+    name = run_dir.name
+    try:
+        yield
+    except Interrupted as stop:
+        print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {_saved_epochs(run_dir)}. "
+              f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)
+        raise
+    except NonFiniteLoss as e:
+        raise RunFailed(f"{e}; {name} keeps its checkpoint after epoch {_saved_epochs(run_dir)}. "
+                        "Lower --learning-rate and start a new run") from None
+    except OSError as e:  # a full disk, a log folder gone read-only or away
+        raise RunFailed(f"cannot write {e.filename or run_dir} ({e.strerror or e}); {name} keeps its "
+                        f"checkpoint after epoch {_saved_epochs(run_dir)}. Free space or fix the folder, "
+                        f"then continue with --run-name {name} --resume") from None
+
+
+def _saved_epochs(run_dir: Path) -> int:
+    saved = checkpoints.latest(run_dir)
+    return saved.epochs_done if saved else 0
 
 
 def _learning_rate(config: Config, steps_per_epoch: int):

@@ -99,3 +99,19 @@ class TensorBoard:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def with_fault(fault: str, *args: str) -> list[str]:
+    """The command line of `python -m app ARGS` with `fault` run first in the same process.
+
+    The fault patches a function of the app so that the process kills itself with SIGKILL at an
+    exact point (half-way through writing a checkpoint, say): a real kill -9, at a moment no
+    outside timing could hit reliably.
+    """
+    code = f"{fault}\nimport sys\nfrom app.__main__ import main\nsys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *args]
+
+
+def run_command(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env={**cli_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)

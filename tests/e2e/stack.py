@@ -64,9 +64,11 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 class Stack:
     """The project checkout of the unprivileged user, and ways to run commands there as them."""
 
-    def __init__(self, home: Path, uid: int, gid: int, data_dir: Path, train_data: str, epochs: int):
+    def __init__(self, home: Path, uid: int, gid: int, data_dir: Path, long_run: list[str]):
         self.dir, self.uid, self.gid = home / "mnist-tensorboard", uid, gid
-        self.data_dir, self.train_data, self.epochs = data_dir, train_data, epochs
+        # long_run: flags for a run that lasts long enough to watch, stop and kill (10 s or more)
+        self.data_dir, self.long_run = data_dir, long_run
+        self.train_data = long_run[1]  # --data, as the container sees it
         self.env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(home), "USER": USER, "LANG": "C.UTF-8",

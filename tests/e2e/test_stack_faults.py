@@ -1,0 +1,173 @@
+"""The stack under faults and load: docker stop and kill, a TensorBoard restart, parallel trainers,
+20 concurrent clients, and the containers' lock-down as `docker inspect` reports it.
+
+Runs after test_stack.py (file order), on the same image and user; each test starts what it needs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import statistics
+import time
+import urllib.request
+
+import pytest
+from stack import PROJECT, TB, sh, tb_answers, tb_get, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tensorboard(stack):
+    result = stack.run("make", "build", "tensorboard")
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(tb_answers, 120, "TensorBoard to answer")
+    yield
+    stack.run("make", "down")
+
+
+def as_user(stack) -> dict[str, str]:
+    return {"HOST_UID": str(stack.uid), "HOST_GID": str(stack.gid)}
+
+
+def start_trainer(stack, name: str, *args: str):
+    """`docker compose run` of one named trainer container, in the background."""
+    return stack.start("docker", "compose", "run", "--rm", "--name", name, "trainer", *args,
+                       env=as_user(stack))
+
+
+def checkpoints(stack, run: str) -> list[str]:
+    folder = stack.dir / "logs" / "fit" / run / "checkpoints"
+    return sorted(p.name for p in folder.glob("epoch-*")) if folder.is_dir() else []
+
+
+def metrics(stack, run: str) -> dict:
+    return json.loads((stack.dir / "logs" / "fit" / run / "metrics.json").read_text())
+
+
+def planned_epochs(stack, run: str) -> int:
+    return json.loads((stack.dir / "logs" / "fit" / run / "config.json").read_text())["epochs"]
+
+
+def inspect(container: str) -> dict:
+    return json.loads(sh("docker", "inspect", container).stdout)[0]
+
+
+@pytest.mark.parametrize("how, signal_exit", [("stop", 143), ("kill", 137)])
+def test_docker_stop_or_kill_then_compose_resume_finishes_the_run(stack, tensorboard, how, signal_exit):
+    run = f"docker-{how}"
+    trainer = start_trainer(stack, run, *stack.long_run, "--run-name", run)
+    try:
+        wait_for(lambda: checkpoints(stack, run), 300, f"{run}'s first checkpoint", interval=0.2)
+        started = time.monotonic()
+        sh("docker", how, run)
+        output, _ = trainer.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        trainer.kill()
+    assert trainer.returncode == signal_exit, output
+    if how == "stop":  # SIGTERM: a clean stop well within Docker's 10 s, saying how to go on
+        assert took < 10 and f"--run-name {run} --resume" in output
+    saved = checkpoints(stack, run)
+    resumed = stack.run("docker", "compose", "run", "--rm", "trainer", "--run-name", run, "--resume",
+                        env=as_user(stack))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    epochs = planned_epochs(stack, run)
+    assert f"resuming {run} after epoch {int(saved[-1][6:])} of {epochs}" in resumed.stdout
+    assert metrics(stack, run)["epochs_completed"] == epochs
+
+
+def test_tensorboard_restarted_mid_training_comes_back_and_the_trainer_never_notices(stack, tensorboard):
+    run = "tb-restart"
+    trainer = start_trainer(stack, run, *stack.long_run, "--run-name", run)
+    try:
+        wait_for(lambda: checkpoints(stack, run), 300, "the first checkpoint", interval=0.2)
+        sh("docker", "restart", f"{PROJECT}-tensorboard-1")
+        wait_for(lambda: inspect(f"{PROJECT}-tensorboard-1")["State"].get("Health", {}).get("Status")
+                 == "healthy", 120, "TensorBoard to be healthy again")
+        output, _ = trainer.communicate(timeout=600)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, output
+    assert metrics(stack, run)["epochs_completed"] == planned_epochs(stack, run)
+    listed = tb_get("/data/runs")
+    assert all(f"{p.name}/validation" in listed for p in stack.runs()), listed
+
+
+def test_three_trainers_started_together_keep_to_their_own_runs(stack, tensorboard):
+    before = {p.name for p in stack.runs()}
+    trainers = [start_trainer(stack, f"parallel-{i}", "--data", stack.train_data, "--epochs", "1")
+                for i in range(3)]
+    outputs = [t.communicate(timeout=900)[0] for t in trainers]
+    assert [t.returncode for t in trainers] == [0, 0, 0], outputs
+    new = sorted({p.name for p in stack.runs()} - before)
+    assert len(new) == 3
+    for output in outputs:  # each trainer names its own run, and no two the same
+        assert sum(f"run logs/fit/{name}:" in output for name in new) == 1
+    for name in new:
+        assert metrics(stack, name)["epochs_completed"] == 1
+        assert json.loads((stack.dir / "logs" / "fit" / name / "config.json").read_text())["epochs"] == 1
+    wait_for(lambda: all(f"{n}/validation" in tb_get("/data/runs") for n in new), 30, "all three listed")
+
+
+def test_tensorboard_answers_20_clients_while_a_trainer_writes(stack, tensorboard):
+    fit = stack.dir / "logs" / "fit"
+    source = next(p for p in stack.runs() if (p / "metrics.json").is_file())
+    for i in range(30):  # a few dozen runs, as after a week of experiments
+        copy = fit / f"copy-{i:02d}"
+        if not copy.exists():
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints", "saved_model"))
+            sh("chown", "-R", f"{stack.uid}:{stack.gid}", str(copy))
+    wait_for(lambda: len(tb_get("/data/runs")) >= 3 * 30, 120, "TensorBoard to load the copies", interval=2)
+    trainer = start_trainer(stack, "under-load", *stack.long_run, "--run-name", "under-load")
+    queries = ["/data/runs", f"/data/plugin/scalars/scalars?run={source.name}/validation&tag=epoch_loss"]
+
+    def client(k: int) -> list[tuple[str, float]]:
+        timings, deadline = [], time.monotonic() + 15
+        while time.monotonic() < deadline:
+            query = queries[(k + len(timings)) % 2]
+            started = time.monotonic()
+            with urllib.request.urlopen(TB + query, timeout=10) as response:
+                response.read()
+            timings.append((query, time.monotonic() - started))
+        return timings
+
+    try:
+        wait_for(lambda: (fit / "under-load" / "train").is_dir(), 300, "the trainer to write")
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            timings = [t for result in pool.map(client, range(20)) for t in result]
+        still_training = trainer.poll() is None
+        output, _ = trainer.communicate(timeout=600)
+    finally:
+        trainer.kill()
+    assert still_training, "the trainer finished before the load ended"
+    assert trainer.returncode == 0, output
+    for query in queries:
+        latencies = sorted(t for q, t in timings if q == query)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        print(f"{query.split('?')[0]}: {len(latencies)} requests, "
+              f"median {statistics.median(latencies):.3f} s, p95 {p95:.3f} s")
+        assert p95 < 1.0, (query, p95)
+
+
+def test_containers_are_locked_down(stack, tensorboard):
+    trainer = start_trainer(stack, "inspected", "--data", stack.train_data, "--epochs", "1")
+    try:
+        wait_for(lambda: sh("docker", "ps", "-q", "--filter", "name=^inspected$").stdout.strip(), 120,
+                 "the trainer container")
+        containers = {"trainer": inspect("inspected"), "tensorboard": inspect(f"{PROJECT}-tensorboard-1")}
+    finally:
+        trainer.communicate(timeout=600)
+    for name, c in containers.items():
+        config, host = c["Config"], c["HostConfig"]
+        assert config["User"] == f"{stack.uid}:{stack.gid}" and not config["User"].startswith("0:"), name
+        assert "no-new-privileges:true" in host["SecurityOpt"], name
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), name
+        assert not host.get("Privileged"), name
+        assert host["ReadonlyRootfs"] is True, name
+    tensorboard = containers["tensorboard"]
+    [logs] = [m for m in tensorboard["Mounts"] if m["Destination"] == "/logs"]
+    assert logs["RW"] is False
+    assert [b["HostIp"] for b in tensorboard["HostConfig"]["PortBindings"]["6006/tcp"]] == ["127.0.0.1"]
