@@ -137,3 +137,12 @@ def test_same_seed_same_result(tmp_path):
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     a, b = (json.loads((tmp_path / "logs" / "fit" / n / "metrics.json").read_text()) for n in "ab")
     assert a["test_loss"] == b["test_loss"] and a["history"] == b["history"]
+
+
+def test_profile_batches_write_a_trace_for_the_profile_tab(tmp_path):
+    result = run_cli("--data", str(SLICE), "--epochs", "1", "--batch-size", "32", "--profile-batches", "2,4",
+                     "--run-name", "profiled", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    profile = tmp_path / "logs" / "fit" / "profiled" / "train" / "plugins" / "profile"
+    traces = list(profile.glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 10_000

@@ -12,7 +12,8 @@ import tempfile
 import time
 
 import pytest
-from stack import ARTIFACTS, TB, tb_answers, tb_get, tb_post, wait_for
+from helpers import wait_for
+from stack import ARTIFACTS, TB, tb_answers, tb_get, tb_post
 
 pytestmark = pytest.mark.e2e
 TABS = ["scalars", "graphs", "distributions", "histograms", "images", "hparams", "pr_curves", "text"]

@@ -14,7 +14,8 @@ import time
 import urllib.request
 
 import pytest
-from stack import PROJECT, TB, sh, tb_answers, tb_get, wait_for
+from helpers import wait_for
+from stack import PROJECT, TB, sh, tb_answers, tb_get
 
 pytestmark = pytest.mark.e2e
 
