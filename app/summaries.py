@@ -6,8 +6,9 @@ Where things are written, in <run>/:
   . (the run itself)   this module: batch scalars, the op-level graph, config and model summary
                        (Text), hyperparameters (HParams), confusion matrix and mistakes (Images),
                        PR curves, and the test metrics.
-Each directory has exactly one writer at a time: TensorBoard reads only the newest event file of a
-directory while it is being written, so a second concurrent writer would hide the first's data.
+Each directory has exactly one writer at a time: TensorBoard's Python loader (--load_fast=false,
+and older versions) follows only the newest event file of a directory, so a second concurrent
+writer would hide the first's data from it.
 """
 
 from __future__ import annotations
