@@ -123,7 +123,9 @@ def _measure(variant: str, data_path: str, epochs: int, overrides: dict) -> dict
     from app import devices
 
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["device"] = devices.plan().description
+    # The reference trains in Keras' default float32; the project variants as configured.
+    precision = "float32" if variant == "reference" else overrides.get("precision", "auto")
+    result["device"] = devices.plan(precision).description
     result["images_per_second"] = round(len(digits.x_train) * epochs / result["fit_seconds"], 1)
     return result
 
@@ -167,7 +169,8 @@ def _summarize(results: dict[str, list[dict]], args) -> dict:
     median = {variant: {key: statistics.median(r[key] for r in runs) for key in keys}
               for variant, runs in results.items()}
     report = {"data": args.data, "epochs": args.epochs, "repeat": args.repeat,
-              "project_settings": _overrides(args), "device": next(iter(results.values()))[0]["device"],
+              "project_settings": _overrides(args),
+              "device": results.get("project", next(iter(results.values())))[0]["device"],
               "median": median, "runs": results}
     if {"reference", "project"} <= median.keys():
         report["speedup"] = round(median["project"]["images_per_second"]
