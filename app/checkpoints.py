@@ -1,9 +1,9 @@
 """Epoch checkpoints that no crash can leave half-written, and finding the one to resume from.
 
 <run>/checkpoints/epoch-0003/ holds the model after 3 completed epochs (weights and optimizer
-state, model.keras) and state.json (the history so far). It is written as a hidden temporary
-folder, synced, then renamed into place: a rename is atomic, so a folder with that name is
-always complete, whenever the process was killed.
+state, model.keras) and state.json (the `RunState`: step counter, history, timings). It is
+written as a hidden temporary folder, synced, then renamed into place: a rename is atomic, so
+a folder with that name is always complete, whenever the process was killed.
 """
 
 from __future__ import annotations
@@ -13,21 +13,39 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import keras
 
-from app.callbacks import EpochTimer
-
 FOLDER = "checkpoints"
 _NAME = re.compile(r"epoch-(\d{4,})")
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a run has done so far, beyond its weights: saved with every checkpoint."""
+
+    steps: int = 0  # optimizer steps taken
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # metric: per epoch
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # wall time, validation included
+    # Dropout's random stream: not among the weights, so saved beside them. With it, a resumed
+    # run drops the very units an uninterrupted one would, and ends with the same model.
+    seed_states: dict[str, list] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunState:
+        return cls(**json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     path: Path
     epochs_done: int
-    state: dict  # {"steps": optimizer steps, "history": {metric: [per epoch]}, "epoch_seconds": [...]}
+    state: RunState
 
     def restore(self, model: keras.Model) -> None:
         """Load weights and optimizer state (moments, step counter) into a freshly compiled model.
@@ -37,10 +55,8 @@ class Checkpoint:
         """
         model.optimizer.build(model.trainable_variables)
         model.load_weights(self.path / "model.keras")
-        # Dropout's random stream: not among the weights, so saved beside them. With it, a resumed
-        # run drops the very units an uninterrupted one would, and ends with the same model.
         for variable in _seed_states(model):
-            variable.assign(self.state["seed_states"][variable.path])
+            variable.assign(self.state.seed_states[variable.path])
 
 
 def latest(run_dir: Path) -> Checkpoint | None:
@@ -53,10 +69,10 @@ def latest(run_dir: Path) -> Checkpoint | None:
     if not done:
         return None
     epochs_done, path = done[-1]
-    return Checkpoint(path, epochs_done, json.loads((path / "state.json").read_text()))
+    return Checkpoint(path, epochs_done, RunState.from_json((path / "state.json").read_text()))
 
 
-def save(run_dir: Path, model: keras.Model, epochs_done: int, state: dict) -> None:
+def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState) -> None:
     folder = run_dir / FOLDER
     folder.mkdir(exist_ok=True)
     final, tmp = folder / f"epoch-{epochs_done:04d}", folder / f".tmp-epoch-{epochs_done:04d}"
@@ -64,7 +80,7 @@ def save(run_dir: Path, model: keras.Model, epochs_done: int, state: dict) -> No
     try:
         tmp.mkdir()
         model.save(tmp / "model.keras")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        (tmp / "state.json").write_text(state.to_json())
         _sync(tmp)
         os.replace(tmp, final)
     except BaseException:
@@ -88,19 +104,24 @@ def _sync(folder: Path) -> None:
 
 
 class EveryEpoch(keras.callbacks.Callback):
-    """Checkpoint at each epoch end. Must come last: it records the logs the others completed."""
+    """Time each epoch and checkpoint at its end, with `state` brought up to date.
 
-    def __init__(self, run_dir: Path, state: dict, timer: EpochTimer):
+    Must come last: it records the logs the others completed, and times the whole epoch.
+    """
+
+    def __init__(self, run_dir: Path, state: RunState):
         super().__init__()
-        self.run_dir, self.state, self.timer = run_dir, state, timer
+        self.run_dir, self.state = run_dir, state
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        history = self.state.setdefault("history", {})
         for name, value in (logs or {}).items():
-            history.setdefault(name, []).append(float(value))
-        self.state["epoch_seconds"].append(self.timer.seconds[-1])
-        self.state["steps"] = int(self.model.optimizer.iterations.numpy())
-        self.state["seed_states"] = {v.path: v.numpy().tolist() for v in _seed_states(self.model)}
+            self.state.history.setdefault(name, []).append(float(value))
+        self.state.epoch_seconds.append(time.perf_counter() - self._started)
+        self.state.steps = int(self.model.optimizer.iterations.numpy())
+        self.state.seed_states = {v.path: v.numpy().tolist() for v in _seed_states(self.model)}
         save(self.run_dir, self.model, epoch + 1, self.state)
 
 

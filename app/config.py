@@ -1,13 +1,19 @@
-"""The run's configuration: one frozen dataclass whose defaults are the documented defaults.
+"""Every setting of a run, declared once: its type, default, flag help and whether a resume may change it.
 
-It is saved as config.json in the run folder, and a resumed run reads it back from there, so
-a run is always continued with the settings it was started with.
+The command line (`python -m app --help`), the validation, the resume rules, the HParams tab and
+the flag table in docs/training.md are all derived from the declarations below, so a new setting
+is one `setting(...)` line plus its use. The config is saved as config.json in the run folder; a
+resumed run reads it back from there, so a run is always continued with the settings it began with.
+
+`python -m app.config` prints the flag table of docs/training.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -22,98 +28,199 @@ class ConfigError(Exception):
     """A flag has a bad value; the message names the flag and what it accepts."""
 
 
+def setting(default, help: str, *, group: str, metavar: str | None = None, choices: tuple = (),
+            minimum: int | None = None, check=None, shown_default: str | None = None,
+            kept_on_resume: bool = False, hparam: bool = False, flag: bool = True):
+    """One setting. `check(value)` returns what is wrong with a value, or None.
+
+    kept_on_resume: the setting shapes the trained model, so a resumed run must keep it, or its
+    curves would silently mix two experiments. hparam: shown in TensorBoard's HParams tab.
+    flag: False for settings only code sets (the benchmark's baseline).
+    """
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, group=group, metavar=metavar, choices=choices, minimum=minimum, check=check,
+        shown_default=shown_default, kept_on_resume=kept_on_resume, hparam=hparam, flag=flag))
+
+
+def _learning_rate_problem(value: float) -> str | None:
+    return None if value > 0 and math.isfinite(value) else "must be a positive number"
+
+
+def _seed_problem(value: int) -> str | None:
+    return None if 0 <= value < 2**31 else f"must be between 0 and {2**31 - 1}"
+
+
+def _run_name_problem(value: str | None) -> str | None:
+    if value is None or RUN_NAME.fullmatch(value):
+        return None
+    return ("is not a plain folder name; use letters, digits, '.', '_' and '-' (up to 100), "
+            "starting with a letter or digit")
+
+
+def _profile_problem(value: str) -> str | None:
+    try:
+        _profile_range(value)
+    except ValueError:
+        return "must be START,END with 0 < START <= END, or 0 for off"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     # Training. The CNN, adam and 10 epochs are the original description's; the batch is 8 times
     # the original's 32 for speed, and a larger learning rate decayed to zero (cosine) makes up for
-    # the fewer steps: measured with `make bench`, see README.md.
-    epochs: int = 10
-    batch_size: int = 256
-    learning_rate: float = 0.005
-    lr_schedule: str = "cosine"
-    seed: int = 42
-    precision: str = "auto"  # see devices.py: mixed precision where the hardware gains from it
+    # the fewer steps: measured with `make bench`, see docs/speed.md.
+    epochs: int = setting(10, "epochs to train; with --resume, the new total", group="training",
+                          metavar="N", minimum=1, hparam=True)
+    batch_size: int = setting(256, "images per training step", group="training", metavar="N", minimum=1,
+                              kept_on_resume=True, hparam=True)
+    learning_rate: float = setting(0.005, "Adam's initial learning rate", group="training", metavar="LR",
+                                   check=_learning_rate_problem, kept_on_resume=True, hparam=True)
+    lr_schedule: str = setting("cosine", "cosine: decay the learning rate to zero over the run; "
+                               "constant: keep it", group="training", choices=SCHEDULES,
+                               kept_on_resume=True, hparam=True)
+    precision: str = setting("auto", "auto: mixed precision where the hardware gains from it (float16 on "
+                             "GPUs with tensor cores, compute capability 7.0 and up; bfloat16 on CPUs "
+                             "with AVX512-BF16 or AMX), else float32", group="training",
+                             choices=PRECISIONS, kept_on_resume=True)
+    seed: int = setting(42, "seed for weights, shuffling and dropout; the same seed gives the same "
+                        "result on the same machine", group="training", metavar="N", check=_seed_problem,
+                        kept_on_resume=True, hparam=True)
 
     # Data: keras.datasets by name, or offline from a file or folder (which wins when given).
-    dataset: str = "mnist"
-    data: str | None = None
+    dataset: str = setting("mnist", "the keras.datasets set to download once and cache in $KERAS_HOME",
+                           group="data", choices=DATASETS, kept_on_resume=True, hparam=True)
+    data: str | None = setting(None, "train offline from an .npz (x_train, y_train, x_test, y_test) or a "
+                               "folder of the four MNIST IDX files, gzipped or not", group="data",
+                               metavar="PATH", shown_default="download --dataset")
 
     # Where the run goes: <log_dir>/fit/<run_name>, a timestamp unless named.
-    log_dir: str = "logs"
-    run_name: str | None = None
-    resume: bool = False
+    log_dir: str = setting("logs", "runs go to DIR/fit/RUN_NAME", group="runs and TensorBoard",
+                           metavar="DIR")
+    run_name: str | None = setting(None, "the run's folder name (of two runs started in one second, "
+                                   "the second gets -2)", group="runs and TensorBoard", metavar="NAME",
+                                   check=_run_name_problem, shown_default="the start time, YYYYMMDD-HHMMSS")
+    resume: bool = setting(False, "continue run --run-name from its last completed epoch",
+                           group="runs and TensorBoard", shown_default="off")
 
     # TensorBoard extras on top of Keras' callback.
-    batch_log_every: int = 20  # steps between batch-level scalars: points every second or so
-    profile_batches: str = "0"  # "START,END" batches to profile, "0" for none
-    summaries: bool = True  # False writes no TensorBoard data at all (the benchmark's baseline)
+    batch_log_every: int = setting(20, "log batch-level loss and accuracy every N steps",
+                                   group="runs and TensorBoard", metavar="N", minimum=1)
+    profile_batches: str = setting("0", "profile these training batches for TensorBoard's Profile tab, "
+                                   "0 for off", group="runs and TensorBoard", metavar="START,END",
+                                   check=_profile_problem, shown_default="0 (off)")
+    summaries: bool = setting(True, "False writes no TensorBoard data at all (the benchmark's baseline)",
+                              group="runs and TensorBoard", flag=False)
 
     def validate(self) -> Config:
-        _positive("--epochs", self.epochs)
-        _positive("--batch-size", self.batch_size)
-        _positive("--batch-log-every", self.batch_log_every)
-        if not self.learning_rate > 0 or self.learning_rate == float("inf"):
-            raise ConfigError(f"--learning-rate must be a positive number (got {self.learning_rate})")
-        if not 0 <= self.seed < 2**31:
-            raise ConfigError(f"--seed must be between 0 and {2**31 - 1} (got {self.seed})")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"--lr-schedule must be one of {', '.join(SCHEDULES)} "
-                              f"(got {self.lr_schedule!r})")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)} (got {self.dataset!r})")
-        if self.run_name is not None and not RUN_NAME.fullmatch(self.run_name):
-            raise ConfigError(f"--run-name {self.run_name!r} is not a plain folder name; use letters, "
-                              "digits, '.', '_' and '-' (up to 100), starting with a letter or digit")
+        for field in dataclasses.fields(self):
+            value, meta = getattr(self, field.name), field.metadata
+            problem = None
+            if meta["choices"] and value not in meta["choices"]:
+                problem = f"must be one of {', '.join(meta['choices'])}"
+            elif meta["minimum"] is not None and value < meta["minimum"]:
+                problem = "must be a positive whole number" if meta["minimum"] == 1 else \
+                    f"must be at least {meta['minimum']}"
+            elif meta["check"]:
+                problem = meta["check"](value)
+            if problem:
+                raise ConfigError(f"{flag(field)} {problem} (got {value!r})")
         if self.resume and self.run_name is None:
             raise ConfigError("--resume needs --run-name NAME: the run to continue "
                               "(its folder under <log-dir>/fit)")
-        self.profile_range()
         return self
 
     def profile_range(self) -> tuple[int, int] | None:
         """`profile_batches` as (first, last) batch, or None when profiling is off."""
-        parts = self.profile_batches.split(",")
-        try:
-            first, last = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (-1, -1)
-        except ValueError:
-            first, last = -1, -1
-        if (first, last) == (0, 0):
-            return None
-        if not 0 < first <= last:
-            raise ConfigError(f"--profile-batches must be START,END with 0 < START <= END, or 0 for off "
-                              f"(got {self.profile_batches!r})")
-        return first, last
+        return _profile_range(self.profile_batches)
+
+    def hparams(self) -> dict[str, Any]:
+        """The settings marked hparam=True, for TensorBoard's HParams tab."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["hparam"]}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
 
-def _positive(flag: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{flag} must be a positive whole number (got {value})")
+def _profile_range(text: str) -> tuple[int, int] | None:
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise ValueError(text)
+    first, last = int(parts[0]), int(parts[-1])
+    if (first, last) == (0, 0):
+        return None
+    if not 0 < first <= last:
+        raise ValueError(text)
+    return first, last
 
 
-# Settings that shape the trained model; a resumed run must keep them, or its curves would
-# silently mix two different experiments.
-_FIXED_ON_RESUME = ("batch_size", "learning_rate", "lr_schedule", "seed", "dataset", "precision")
+def flag(field: dataclasses.Field) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def flag_fields(names: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config)
+            if f.metadata["flag"] and (names is None or f.name in names)]
+
+
+def _shown_default(field: dataclasses.Field) -> str:
+    return field.metadata["shown_default"] or str(field.default)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add the settings' flags (all, or those named) to `parser`, in groups, defaults in the help.
+
+    Only flags given on the command line appear in the parsed result (argparse.SUPPRESS): --resume
+    needs to know which settings the user asked to change.
+    """
+    groups: dict[str, Any] = {}
+    for field in flag_fields(names):
+        meta = field.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(
+            meta["group"], parser.add_argument_group(meta["group"]))
+        help_text = f"{meta['help']} (default: {_shown_default(field)})"
+        if field.type == "bool":
+            group.add_argument(flag(field), action="store_true", default=argparse.SUPPRESS, help=help_text)
+            continue
+        kind = {"int": int, "float": float}.get(field.type, str)
+        group.add_argument(flag(field), type=kind, choices=meta["choices"] or None, metavar=meta["metavar"],
+                           default=argparse.SUPPRESS, help=help_text)
+
+
+def flag_table() -> str:
+    """The flag table of docs/training.md, in markdown."""
+    rows = ["| Flag | Default | Meaning |", "| --- | --- | --- |"]
+    for field in flag_fields():
+        meta = field.metadata
+        usage = flag(field)
+        if meta["choices"]:
+            usage += " {" + ",".join(meta["choices"]) + "}"
+        elif meta["metavar"]:
+            usage += f" {meta['metavar']}"
+        rule = "; a resumed run keeps it" if meta["kept_on_resume"] else ""
+        rows.append(f"| `{usage}` | {_shown_default(field)} | {meta['help']}{rule} |")
+    return "\n".join(rows) + "\n"
 
 
 def resumed(saved_json: str, given: dict[str, Any]) -> Config:
     """The saved config of a run, updated by the flags given explicitly to resume it.
 
-    --epochs may change (train further, or finish sooner); where the data and logs are may
-    change (another machine, another mount); what shapes the model may not.
+    Settings declared kept_on_resume may not change; --epochs may (train further, or finish
+    sooner), and so may where the data and logs are (another machine, another mount).
     """
     try:
         saved = json.loads(saved_json)
         saved = Config(**{f.name: saved[f.name] for f in dataclasses.fields(Config) if f.name in saved})
     except (ValueError, TypeError) as e:
         raise ConfigError(f"the run's config.json is unreadable ({e}); start a new run instead") from None
-    for name in _FIXED_ON_RESUME:
-        if name in given and given[name] != getattr(saved, name):
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} {given[name]} differs from the run's own {getattr(saved, name)}; "
-                              f"drop {flag} to resume, or start a new run to change it")
+    for field in dataclasses.fields(Config):
+        name = field.name
+        if field.metadata["kept_on_resume"] and name in given and given[name] != getattr(saved, name):
+            raise ConfigError(f"{flag(field)} {given[name]} differs from the run's own "
+                              f"{getattr(saved, name)}; drop {flag(field)} to resume, or start a new run "
+                              "to change it")
     return dataclasses.replace(saved, **given).validate()
+
+
+if __name__ == "__main__":
+    print(flag_table(), end="")

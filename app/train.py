@@ -16,10 +16,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, devices, pipeline, runs, summaries
-from app.callbacks import EpochTimer, NonFiniteLoss, StopOnNonFiniteLoss, Validation
+from app import checkpoints, data, devices, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
+from app.validation import Validation
 
 
 class RunFailed(Exception):
@@ -69,28 +69,22 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
         state = checkpoint.state
         print(f"resuming {run_name} after epoch {epochs_done} of {config.epochs}", flush=True)
     else:
-        state = {"steps": 0, "history": {}, "epoch_seconds": []}
+        state = checkpoints.RunState()
 
-    # --- callbacks: their order matters, see each one's docstring --------------------------
-    validation, timer = Validation(digits.x_test, digits.y_test), EpochTimer()
+    # --- callbacks: validation first (it adds val_* to the logs), the checkpoint last ----------
+    validation = Validation(digits.x_test, digits.y_test)
     callbacks = [validation]
     writer = None
     if config.summaries:
-        summaries.trim_events(run_dir, epochs_done, state["steps"])
-        writer = summaries.open_writer(run_dir)
-        if epochs_done == 0:
-            summaries.write_run_start(writer, config, model, run_name, digits.source)
-        callbacks += [
-            summaries.ValidationSummaries(writer, validation, digits.x_test, digits.class_names),
-            summaries.BatchScalars(writer, config.batch_log_every),
-            summaries.LiveTensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=epochs_done == 0,
-                                      profile_batch=config.profile_range() or 0),
-        ]
-    callbacks += [StopOnNonFiniteLoss(), timer, checkpoints.EveryEpoch(run_dir, state, timer)]
+        writer = tabs.open_writer(run_dir, epochs_done, state.steps)
+        callbacks += tabs.callbacks(writer, run_dir, config, digits, validation,
+                                    first_session=epochs_done == 0)
+    # Stop at once on a NaN or infinite loss, before a checkpoint could keep it.
+    callbacks += [keras.callbacks.TerminateOnNaN(raise_error=True), checkpoints.EveryEpoch(run_dir, state)]
 
     # --- fit, test, export ------------------------------------------------------------------
     fit_started = time.perf_counter()
-    with _explained_failures(run_dir):
+    with _explained_failures(run_dir, model):
         try:
             if epochs_done < config.epochs:
                 with _signals_raise_interrupted():
@@ -108,7 +102,7 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
         test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test),
                                                   verbose=0)
         _save_model(model, run_dir)
-        seconds = state["epoch_seconds"]
+        seconds = state.epoch_seconds
         metrics = {
             "test_loss": float(test_loss),
             "test_accuracy": float(test_accuracy),
@@ -119,18 +113,18 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
             "train_images": len(digits.x_train),
             "test_images": len(digits.x_test),
             "device": plan.description,
-            "history": state["history"],
+            "history": state.history,
         }
         runs.write_json(run_dir / "metrics.json", metrics)
         if writer is not None:
-            summaries.write_test_metrics(writer, metrics, len(seconds))
+            tabs.write_test_metrics(writer, metrics, len(seconds))
             writer.close()
     print(f"run {run_dir}: test accuracy {test_accuracy:.2%}, test loss {test_loss:.4f}", flush=True)
     return metrics
 
 
 @contextlib.contextmanager
-def _explained_failures(run_dir: Path):
+def _explained_failures(run_dir: Path, model: keras.Model):
     """What stops a run becomes one message: what is saved, and how to go on from there."""
     name = run_dir.name
     try:
@@ -139,13 +133,22 @@ def _explained_failures(run_dir: Path):
         print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {_saved_epochs(run_dir)}. "
               f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)
         raise
-    except NonFiniteLoss as e:
-        raise RunFailed(f"{e}; {name} keeps its checkpoint after epoch {_saved_epochs(run_dir)}. "
-                        "Lower --learning-rate and start a new run") from None
+    except RuntimeError as e:
+        if not str(e).startswith(_KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
+            raise
+        step = int(model.optimizer.iterations.numpy())
+        raise RunFailed(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
+                        f"its checkpoint after epoch {_saved_epochs(run_dir)}. Lower --learning-rate and "
+                        "start a new run") from None
     except OSError as e:  # a full disk, a log folder gone read-only or away
         raise RunFailed(f"cannot write {e.filename or run_dir} ({e.strerror or e}); {name} keeps its "
                         f"checkpoint after epoch {_saved_epochs(run_dir)}. Free space or fix the folder, "
                         f"then continue with --run-name {name} --resume") from None
+
+
+# How keras.callbacks.TerminateOnNaN(raise_error=True) words its RuntimeError (Keras 3.15.1);
+# test_faults.py's NaN test fails if a Keras upgrade changes it.
+_KERAS_NAN_MESSAGE = "NaN or Inf loss encountered"
 
 
 def _saved_epochs(run_dir: Path) -> int:

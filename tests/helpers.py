@@ -11,8 +11,38 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SLICE = ROOT / "tests" / "data" / "mnist-slice.npz"  # 1,200 + 300 real MNIST digits
+
+
+def slice_arrays() -> dict[str, np.ndarray]:
+    """The committed slice: x_train (1,200), y_train, x_test (300), y_test, as keras.datasets has them."""
+    with np.load(SLICE) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """`array` (uint8 images (N, 28, 28) or labels (N,)) as an uncompressed MNIST IDX file."""
+    header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
+    return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_config(run_dir: Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, int]:
+    """(epochs, steps) of the run's newest complete checkpoint, (0, 0) before the first."""
+    folders = sorted((run_dir / "checkpoints").glob("epoch-*")) if (run_dir / "checkpoints").is_dir() else []
+    if not folders:
+        return 0, 0
+    return int(folders[-1].name[6:]), json.loads((folders[-1] / "state.json").read_text())["steps"]
 
 
 def cli_env() -> dict[str, str]:
@@ -33,14 +63,35 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05,
+             process: subprocess.Popen | None = None):
+    """Poll `predicate` until it returns something true, and return that.
+
+    With `process` (one that has to bring the awaited state about), its exit ends the wait at once:
+    an AssertionError with its return code and output, not a wait for the timeout.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            value = predicate()  # it may have got there just before it exited
+            if value:
+                return value
+            output = "".join(_read(stream) for stream in (process.stdout, process.stderr))
+            raise AssertionError(f"{what}: the process exited first, with code {process.returncode}; "
+                                 f"its output:\n{output}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _read(stream) -> str:
+    """What is left in a process's stdout or stderr pipe (nothing if it is not a pipe)."""
+    if stream is None or stream.closed:
+        return ""
+    data = stream.read()
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
 def events(directory: Path):

@@ -22,7 +22,7 @@ def test_bench_measures_all_three_variants(tmp_path):
         assert m["wall_seconds"] > m["fit_seconds"] > 0, variant
     assert report["speedup"] > 0 and "logging_overhead_percent" in report
     assert set(report["cli_seconds"]) == {"--help", "bad input"}
-    assert report["device"].startswith("no GPU visible: training on CPU")
+    assert "training on CPU" in report["device"] or "training on GPU" in report["device"]
     table = result.stdout
     assert report["device"] in table.splitlines()[0]  # it says which device it measured
     for row in ("reference", "project", "project-no-logging", "throughput project / reference"):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, SLICE, cli_env, run_cli
+from helpers import ROOT, SLICE, cli_env, idx_bytes, run_cli, slice_arrays
 
-from app.config import Config
+from app import config
 from app.data import IDX_FILES
 
 
@@ -31,17 +32,17 @@ def test_help_shows_every_flag_with_its_default(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # undo argparse's line wrapping
-    defaults = Config()
-    for flag, default in [("--epochs", defaults.epochs), ("--batch-size", defaults.batch_size),
-                          ("--learning-rate", defaults.learning_rate),
-                          ("--lr-schedule", defaults.lr_schedule), ("--precision", defaults.precision),
-                          ("--seed", defaults.seed), ("--dataset", defaults.dataset),
-                          ("--data", "download --dataset"), ("--log-dir", defaults.log_dir),
+    for flag, default in [("--epochs", "10"), ("--batch-size", "256"), ("--learning-rate", "0.005"),
+                          ("--lr-schedule", "cosine"), ("--precision", "auto"), ("--seed", "42"),
+                          ("--dataset", "mnist"), ("--data", "download --dataset"), ("--log-dir", "logs"),
                           ("--run-name", "the start time, YYYYMMDD-HHMMSS"), ("--resume", "off"),
-                          ("--batch-log-every", defaults.batch_log_every),
-                          ("--profile-batches", defaults.profile_batches)]:
-        assert flag in text
+                          ("--batch-log-every", "20"), ("--profile-batches", "0 (off)")]:
+        assert f"{flag} " in text
         assert f"(default: {default})" in text, flag
+    # ...and nothing else: every flag declared in app/config.py, no flag that is not.
+    declared = {config.flag(f) for f in config.flag_fields()}
+    shown = set(re.findall(r"^  (--[a-z-]+)", result.stdout, re.MULTILINE))
+    assert shown == declared  # (argparse lists -h, --help first, on a line of its own)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -92,13 +93,8 @@ def test_bad_input_is_refused_before_tensorflow_is_imported():
 
 # --- bad data files, one per way a dataset can be wrong ------------------------------------------
 
-def _slice() -> dict[str, np.ndarray]:
-    with np.load(SLICE) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
 def _npz(tmp_path, **changes) -> str:
-    arrays = {**_slice(), **changes}
+    arrays = {**slice_arrays(), **changes}
     arrays = {k: v for k, v in arrays.items() if v is not None}
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -110,10 +106,7 @@ def _idx_folder(tmp_path, corrupt: str | None = None) -> str:
     folder = tmp_path / "idx"
     folder.mkdir()
     for key, stem in IDX_FILES.items():
-        array = _slice()[key]
-        header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
-        header += b"".join(d.to_bytes(4, "big") for d in array.shape)
-        raw = header + array.tobytes()
+        raw = idx_bytes(slice_arrays()[key])
         if corrupt == "magic" and key == "x_train":
             raw = b"\x00\x00\x08\x04" + raw[4:]
         if corrupt == "truncated" and key == "x_test":
@@ -138,9 +131,9 @@ BAD_DATA = {
     "npz without y_test": (lambda p: _npz(p, y_test=None), ["y_test"]),
     "images of the wrong shape": (lambda p: _npz(p, x_train=np.zeros((10, 32, 32), np.uint8),
                                                  y_train=np.zeros(10, np.uint8)), ["(N, 28, 28)"]),
-    "float images": (lambda p: _npz(p, x_test=_slice()["x_test"].astype(np.float32) / 255), ["uint8"]),
+    "float images": (lambda p: _npz(p, x_test=slice_arrays()["x_test"].astype(np.float32) / 255), ["uint8"]),
     "labels outside 0-9": (lambda p: _npz(p, y_train=np.full(1200, 10, np.uint8)), ["labels", "0 to 9"]),
-    "counts that differ": (lambda p: _npz(p, y_train=_slice()["y_train"][:-1]), ["1200", "1199"]),
+    "counts that differ": (lambda p: _npz(p, y_train=slice_arrays()["y_train"][:-1]), ["1200", "1199"]),
     "an empty set": (lambda p: _npz(p, x_test=np.zeros((0, 28, 28), np.uint8),
                                     y_test=np.zeros(0, np.uint8)), ["empty"]),
     "pickled object arrays": (lambda p: _npz(p, y_test=np.array([object()] * 300, dtype=object)), ["pickle"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import signal
 import socket
@@ -12,7 +11,7 @@ import threading
 
 import keras
 import pytest
-from helpers import SLICE, events, run_cli, run_command, scalar_steps, with_fault
+from helpers import SLICE, events, latest_checkpoint, metrics, run_cli, run_command, scalar_steps, with_fault
 
 KILL_WHILE_CHECKPOINTING = """
 import os, signal
@@ -27,25 +26,25 @@ checkpoints._sync = _sync_then_die
 
 KILL_WHILE_VALIDATING = """
 import os, signal
-from app import callbacks
-_validate = callbacks.Validation.on_epoch_end
+from app import validation
+_validate = validation.Validation.on_epoch_end
 def _validate_and_die(self, epoch, logs=None):
     if epoch == {epoch}:
         self.model.predict(self.batches.take(2), verbose=0)  # part-way through the validation pass
         os.kill(os.getpid(), signal.SIGKILL)
     return _validate(self, epoch, logs)
-callbacks.Validation.on_epoch_end = _validate_and_die
+validation.Validation.on_epoch_end = _validate_and_die
 """
 
 KILL_MID_EPOCH = """
 import os, signal
-from app import callbacks
-_check = callbacks.StopOnNonFiniteLoss.on_train_batch_end
-def _check_and_die(self, batch, logs=None):
-    _check(self, batch, logs)
+from app.tabs import batch_scalars
+_log = batch_scalars.BatchScalars.on_train_batch_end
+def _log_and_die(self, batch, logs=None):
+    _log(self, batch, logs)
     if int(self.model.optimizer.iterations.numpy()) == {step}:
         os.kill(os.getpid(), signal.SIGKILL)
-callbacks.StopOnNonFiniteLoss.on_train_batch_end = _check_and_die
+batch_scalars.BatchScalars.on_train_batch_end = _log_and_die
 """
 
 POISON_AFTER_FIRST_CHECKPOINT = """
@@ -62,10 +61,6 @@ checkpoints.save = _save_then_poison
 STEPS = 19  # an epoch of the slice's 1,200 images in batches of 64
 
 
-def _checkpoint(run_dir) -> int:
-    return max(int(p.name[6:]) for p in (run_dir / "checkpoints").glob("epoch-*"))
-
-
 @pytest.mark.slow
 def test_three_kills_at_the_worst_moments_still_give_the_uninterrupted_result(tmp_path):
     args = ["--data", str(SLICE), "--epochs", "6", "--batch-size", "64", "--batch-log-every", "3"]
@@ -78,26 +73,25 @@ def test_three_kills_at_the_worst_moments_still_give_the_uninterrupted_result(tm
     first = run_command(with_fault(KILL_WHILE_CHECKPOINTING.format(epochs=2), *run), tmp_path)
     assert first.returncode == -signal.SIGKILL, first.stderr
     assert (run_dir / "checkpoints" / ".tmp-epoch-0002" / "model.keras").is_file()
-    assert _checkpoint(run_dir) == 1
+    assert latest_checkpoint(run_dir)[0] == 1
     # 2. During the validation pass of epoch 4 (index 3), after the checkpoint of epoch 3.
     second = run_command(with_fault(KILL_WHILE_VALIDATING.format(epoch=3), *run, "--resume"), tmp_path)
     assert second.returncode == -signal.SIGKILL, second.stderr
     assert "resuming killed after epoch 1 of 6" in second.stdout
-    assert _checkpoint(run_dir) == 3 and not (run_dir / "checkpoints" / ".tmp-epoch-0002").exists()
+    assert latest_checkpoint(run_dir)[0] == 3 and not (run_dir / "checkpoints" / ".tmp-epoch-0002").exists()
     # 3. In the middle of epoch 5.
     third = run_command(with_fault(KILL_MID_EPOCH.format(step=4 * STEPS + 7), *run, "--resume"), tmp_path)
     assert third.returncode == -signal.SIGKILL, third.stderr
-    assert _checkpoint(run_dir) == 4
+    assert latest_checkpoint(run_dir)[0] == 4
     finished = run_cli(*run, "--resume", cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
 
     # The same result as without the kills (a resumed run sees the very same batches)...
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    expected = json.loads((tmp_path / "logs" / "fit" / "whole" / "metrics.json").read_text())
-    assert metrics["epochs_completed"] == 6
-    assert abs(metrics["test_accuracy"] - expected["test_accuracy"]) <= 0.003
+    killed, expected = metrics(run_dir), metrics(tmp_path / "logs" / "fit" / "whole")
+    assert killed["epochs_completed"] == 6
+    assert abs(killed["test_accuracy"] - expected["test_accuracy"]) <= 0.003
     # In fact to the last bit: the same batches, dropout masks, weights and optimizer state.
-    assert metrics["history"] == expected["history"] and metrics["test_loss"] == expected["test_loss"]
+    assert killed["history"] == expected["history"] and killed["test_loss"] == expected["test_loss"]
     # ...and one continuous run in TensorBoard: each epoch once, batch steps strictly rising.
     assert scalar_steps(run_dir / "validation", "epoch_accuracy") == list(range(6))
     assert scalar_steps(run_dir / "train", "mnist_cnn/conv2/kernel/histogram") == list(range(6))
@@ -113,11 +107,11 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     result = run_command(with_fault(POISON_AFTER_FIRST_CHECKPOINT, *run), tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"error: the loss became nan at step {STEPS + 1}: training diverged; "
-                                "nan keeps its checkpoint after epoch 1. Lower --learning-rate")
+    assert lines[-1].startswith(f"error: the loss became NaN or infinite at step {STEPS + 1}: training "
+                                "diverged; nan keeps its checkpoint after epoch 1. Lower --learning-rate")
     assert "Traceback" not in result.stderr
     assert "Epoch 3/4" not in result.stdout  # it stopped in epoch 2, at the first NaN
-    assert _checkpoint(run_dir) == 1
+    assert latest_checkpoint(run_dir)[0] == 1
     model = keras.models.load_model(run_dir / "checkpoints" / "epoch-0001" / "model.keras")
     assert all(keras.ops.all(keras.ops.isfinite(w)) for w in model.weights)
 
@@ -152,7 +146,7 @@ def test_full_disk_fails_clearly_and_resumes_once_space_is_freed(tmp_path):
         resumed = run_cli("--log-dir", str(logs), "--run-name", "full", "--resume", cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         assert "resuming full after epoch 1 of 4" in resumed.stdout
-        assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 4
+        assert metrics(run_dir)["epochs_completed"] == 4
         assert scalar_steps(run_dir / "validation", "epoch_loss") == [0, 1, 2, 3]
     finally:
         subprocess.run(["umount", str(logs)], check=True)

@@ -13,20 +13,10 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import ROOT, SLICE, cli_env
+from helpers import ROOT, cli_env, idx_bytes, slice_arrays
 
 from app import data
 from app.data import IDX_FILES, DataError
-
-
-def _slice() -> dict[str, np.ndarray]:
-    with np.load(SLICE) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
-    return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
 
 
 def _idx_folder(folder, files: dict[str, bytes]):
@@ -53,8 +43,8 @@ def _mutate(rng: random.Random, blob: bytes) -> bytes:
 def test_fuzzed_files_load_correctly_or_are_refused_with_a_data_error(tmp_path):
     """Every mutation either still loads as valid digits or is refused as DataError, nothing else."""
     rng = random.Random(2026)
-    arrays = {k: v[:50] for k, v in _slice().items()}
-    raw = {IDX_FILES[k]: _idx_bytes(v) for k, v in arrays.items()}
+    arrays = {k: v[:50] for k, v in slice_arrays().items()}
+    raw = {IDX_FILES[k]: idx_bytes(v) for k, v in arrays.items()}
     npz = io.BytesIO()
     np.savez_compressed(npz, **arrays)
     outcomes = {"loaded": 0, "refused": 0}
@@ -114,7 +104,8 @@ def _gzip_bomb(path, header: bytes, zeros: int, fake_size: int | None = None) ->
 @pytest.mark.parametrize("lying_trailer", [False, True])
 def test_gzip_bombs_over_a_gibibyte_are_refused_in_bounded_memory(tmp_path, lying_trailer):
     folder = tmp_path / "bomb"
-    _idx_folder(folder, {f"{IDX_FILES[k]}.gz": gzip.compress(_idx_bytes(v)) for k, v in _slice().items()})
+    _idx_folder(folder, {f"{IDX_FILES[k]}.gz": gzip.compress(idx_bytes(v))
+                         for k, v in slice_arrays().items()})
     header = (0x803).to_bytes(4, "big") + (60_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
     expected = 16 + 60_000 * 28 * 28
     _gzip_bomb(folder / "train-images-idx3-ubyte.gz", header, zeros=1200 << 20,
@@ -134,7 +125,7 @@ def test_gzip_bombs_over_a_gibibyte_are_refused_in_bounded_memory(tmp_path, lyin
 ])
 def test_absurd_idx_headers_are_refused_before_reading(tmp_path, dims, words):
     header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
-    files = {f"{IDX_FILES[k]}": _idx_bytes(v) for k, v in _slice().items()}
+    files = {f"{IDX_FILES[k]}": idx_bytes(v) for k, v in slice_arrays().items()}
     files["train-images-idx3-ubyte"] = header + bytes(1000)
     message, peak_mb = _peak_memory_of_loading(_idx_folder(tmp_path / "absurd", files))
     assert words in message and peak_mb < 250
@@ -152,7 +143,7 @@ class _Exploit:
 
 def test_an_npz_with_a_pickle_is_refused_without_unpickling(tmp_path):
     marker = tmp_path / "pickle-was-loaded"
-    arrays = _slice()
+    arrays = slice_arrays()
     arrays["y_test"] = np.array([_Exploit(str(marker))] * len(arrays["y_test"]), dtype=object)
     np.savez(tmp_path / "evil.npz", **arrays)
     with pytest.raises(DataError, match="pickled"):
@@ -162,12 +153,12 @@ def test_an_npz_with_a_pickle_is_refused_without_unpickling(tmp_path):
 
 def test_an_npz_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
     """x_train's header claims 10**9 images (784 GB); numpy would allocate that before reading."""
-    arrays = {k: v for k, v in _slice().items() if k != "x_train"}
+    arrays = {k: v for k, v in slice_arrays().items() if k != "x_train"}
     np.savez(tmp_path / "huge.npz", **arrays)
     npy = io.BytesIO()
     np.lib.format.write_array_header_1_0(npy, {"descr": "|u1", "fortran_order": False,
                                                "shape": (10**9, 28, 28)})
-    npy.write(_slice()["x_train"].tobytes())
+    npy.write(slice_arrays()["x_train"].tobytes())
     with zipfile.ZipFile(tmp_path / "huge.npz", "a") as archive:
         archive.writestr("x_train.npy", npy.getvalue())
     message, peak_mb = _peak_memory_of_loading(tmp_path / "huge.npz")

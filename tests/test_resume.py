@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
-from helpers import SLICE, events, run_cli, scalar_steps, start_cli, wait_for
+from helpers import (
+    SLICE,
+    events,
+    latest_checkpoint,
+    metrics,
+    run_cli,
+    run_config,
+    scalar_steps,
+    start_cli,
+    wait_for,
+)
 
 from app import runs
 
@@ -18,14 +27,6 @@ def _batch_steps(run_dir) -> list[int]:
         return []
 
 
-def _latest_checkpoint(run_dir) -> tuple[int, int]:
-    """(epochs, steps) of the newest checkpoint, (0, 0) before the first."""
-    folders = sorted((run_dir / "checkpoints").glob("epoch-*")) if (run_dir / "checkpoints").is_dir() else []
-    if not folders:
-        return 0, 0
-    return int(folders[-1].name[6:]), json.loads((folders[-1] / "state.json").read_text())["steps"]
-
-
 def test_kill_9_mid_epoch_then_resume_continues_one_unbroken_run(tmp_path):
     args = ["--data", str(SLICE), "--epochs", "6", "--batch-size", "32", "--run-name", "k",
             "--batch-log-every", "2"]
@@ -35,9 +36,9 @@ def test_kill_9_mid_epoch_then_resume_continues_one_unbroken_run(tmp_path):
         # Kill in the middle of an epoch, once batch points past the checkpoint are on disk. The
         # process is paused while that is checked, so no checkpoint can land in between.
         while True:
-            wait_for(lambda: _latest_checkpoint(run_dir)[0] >= 1, 120, "the first checkpoint")
+            wait_for(lambda: latest_checkpoint(run_dir)[0] >= 1, 120, "the first checkpoint")
             process.send_signal(signal.SIGSTOP)
-            epochs_done, saved_steps = _latest_checkpoint(run_dir)
+            epochs_done, saved_steps = latest_checkpoint(run_dir)
             if max(_batch_steps(run_dir), default=0) > saved_steps:
                 break
             process.send_signal(signal.SIGCONT)
@@ -63,8 +64,8 @@ def test_kill_9_mid_epoch_then_resume_continues_one_unbroken_run(tmp_path):
         assert [e.step for e in events(run_dir).Tensors(tag)] == list(range(6))
     steps = _batch_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == 6 * 38  # 38 steps an epoch
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs_completed"] == 6 and len(metrics["history"]["val_loss"]) == 6
+    finished = metrics(run_dir)
+    assert finished["epochs_completed"] == 6 and len(finished["history"]["val_loss"]) == 6
 
 
 def test_sigterm_stops_within_seconds_with_progress_saved_then_resume_and_extend(tmp_path):
@@ -86,19 +87,19 @@ def test_sigterm_stops_within_seconds_with_progress_saved_then_resume_and_extend
     # The same command with --resume finishes the run with the settings it started with...
     finished = run_cli(*args, "--resume", cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
+    assert metrics(run_dir)["epochs_completed"] == 3
     # ...and a larger --epochs trains it further, its curves continuing at the right step.
     extended = run_cli(*args, "--resume", "--epochs", "4", cwd=tmp_path)
     assert extended.returncode == 0, extended.stderr
     assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1, 2, 3]
     assert [e.step for e in events(run_dir).Tensors("test_accuracy")] == [4]
-    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 4
+    assert run_config(run_dir)["epochs"] == 4
 
 
 def test_resume_refuses_to_change_what_shapes_the_model(trained):
     result, run_dir = trained
     workdir = run_dir.parents[2]
-    own = json.loads((run_dir / "config.json").read_text())["batch_size"]
+    own = run_config(run_dir)["batch_size"]
     refused = run_cli("--run-name", "tiny", "--resume", "--batch-size", str(own + 1), cwd=workdir)
     assert refused.returncode == 2
     assert refused.stderr.startswith(f"error: --batch-size {own + 1} differs from the run's own {own}")

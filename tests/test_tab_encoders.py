@@ -1,4 +1,4 @@
-"""The fast numpy summaries write exactly what TensorBoard's own summary functions write."""
+"""The tabs' fast numpy encoders write exactly what TensorBoard's own summary functions write."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from helpers import events
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
-from app import summaries
+from app.tabs.keras_tensorboard import write_histogram
+from app.tabs.pr_curves import write_pr_curves
 
 
 def _written(directory, write) -> dict[str, np.ndarray]:
@@ -26,7 +27,7 @@ def _written(directory, write) -> dict[str, np.ndarray]:
     np.zeros(128, np.float32),  # a bias before training: one value only
 ])
 def test_histograms_match_tensorboards(tmp_path, values):
-    ours = _written(tmp_path / "ours", lambda: summaries.write_histogram("w/histogram", values))
+    ours = _written(tmp_path / "ours", lambda: write_histogram("w/histogram", values))
     theirs = histogram_summary.histogram_pb("w/histogram", values).value[0]
     np.testing.assert_allclose(ours["w/histogram"], tf.make_ndarray(theirs.tensor), rtol=1e-6)
 
@@ -35,7 +36,7 @@ def test_pr_curves_match_tensorboards(tmp_path):
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(10) * 0.3, size=2000).astype(np.float32)
     truth = rng.integers(0, 10, 2000)
-    ours = _written(tmp_path, lambda: summaries.write_pr_curves(probs, truth, [str(c) for c in range(10)]))
+    ours = _written(tmp_path, lambda: write_pr_curves(probs, truth, [str(c) for c in range(10)]))
     for c in range(10):
         theirs = pr_summary.pb(f"class_{c}", labels=truth == c, predictions=probs[:, c], num_thresholds=101)
         np.testing.assert_allclose(ours[f"class_{c}/pr_curves"], tf.make_ndarray(theirs.value[0].tensor),

@@ -1,0 +1,24 @@
+"""Text tab: the run's effective configuration, its data source and the model summary."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import tensorflow as tf
+
+from app.config import Config
+from app.tabs.events import RunStart
+
+
+class ConfigAndModel(RunStart):
+    def __init__(self, writer, config: Config, source: str):
+        super().__init__(writer)
+        self.config, self.source = config, source
+
+    def write(self) -> None:
+        summary = io.StringIO()
+        with redirect_stdout(summary):
+            self.model.summary()
+        tf.summary.text("config", f"```\n{self.config.to_json()}```\n\nData: `{self.source}`")
+        tf.summary.text("model_summary", f"```\n{summary.getvalue()}\n```")
