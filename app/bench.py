@@ -23,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from app import data
+from app import config, data
 from app.config import Config, ConfigError
 
 VARIANTS = ("reference", "project", "project-no-logging")
+PROJECT_SETTINGS = ("batch_size", "learning_rate", "lr_schedule", "precision")  # the project variants vary
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
@@ -40,17 +41,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts/bench.json", help="the results as JSON (default: %(default)s)")
     p.add_argument("--variant", choices=VARIANTS, action="append",
                    help="only these variants (repeatable; default: all three)")
-    project = p.add_argument_group("the project variants' settings (default: python -m app's)")
-    for flag, kind in [("--batch-size", int), ("--learning-rate", float), ("--lr-schedule", str),
-                       ("--precision", str)]:
-        project.add_argument(flag, type=kind, default=argparse.SUPPRESS)
+    config.add_arguments(p, PROJECT_SETTINGS)  # the project variants' settings, as python -m app has them
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in its own process
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = ("batch_size", "learning_rate", "lr_schedule", "precision")
-    return {k: v for k, v in vars(args).items() if k in names}
+    return {k: v for k, v in vars(args).items() if k in PROJECT_SETTINGS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +114,9 @@ def _measure(variant: str, data_path: str, epochs: int, overrides: dict) -> dict
         if variant == "reference":
             result = _reference(digits, epochs, log_dir)
         else:
-            config = Config(epochs=epochs, data=data_path, log_dir=log_dir, summaries=variant == "project",
-                            **overrides)
-            result = _project(digits, config.validate())
+            settings = Config(epochs=epochs, data=data_path, log_dir=log_dir, summaries=variant == "project",
+                              **overrides)
+            result = _project(digits, settings.validate())
     from app import devices
 
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -153,13 +150,13 @@ def _reference(digits: data.Digits, epochs: int, log_dir: str) -> dict:
             "test_loss": float(test_loss)}
 
 
-def _project(digits: data.Digits, config: Config) -> dict:
+def _project(digits: data.Digits, settings: Config) -> dict:
     import contextlib
 
     from app.train import train
 
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result line
-        metrics = train(config, digits)
+        metrics = train(settings, digits)
     return {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
             "test_loss": metrics["test_loss"]}
 
