@@ -30,7 +30,7 @@ def plan(precision: str = "auto") -> Plan:
         if tf.test.is_built_with_cuda():
             # The known trap: -gpu images whose cuDNN does not match TensorFlow see no GPU at all.
             warning = ("this TensorFlow is built for CUDA but sees no GPU; if the host has one, run "
-                       "`make gpu-check` and see 'No GPU visible' in the README")
+                       "`make gpu-check` and see docs/troubleshooting.md")
         policy = _cpu_policy() if precision == "auto" else precision
         return Plan(f"no GPU visible: training on CPU ({policy})", policy=policy,
                     steps_per_execution=CPU_STEPS_PER_EXECUTION, warning=warning)
