@@ -1,7 +1,10 @@
 # The trainer image: python -m app on the official TensorFlow GPU image. It also serves TensorBoard
 # (the tensorboard service runs it with another entry point), so there is one image to build.
+# The one place the TensorFlow version is written: the image name carries none, tests/e2e reads it
+# from here, and tests/test_versions.py checks requirements*.txt and the rest against it.
 ARG TF_VERSION=2.21.0
 # Any image with python3, pip and TensorFlow ${TF_VERSION} will do (make e2e uses a local stand-in).
+# Compose passes BASE_IMAGE only when it is set, so this default holds otherwise.
 ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
 FROM ${BASE_IMAGE}
 

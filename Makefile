@@ -1,57 +1,85 @@
-# `make` shows what each target does. Every UPPERCASE variable below can also be set in the
-# environment: `BASE_IMAGE=my/tf:2.21 DATA_DIR=$PWD/data make up` does what it says.
+# `make` shows what each target does. `make setup` (which up, train, tensorboard and gpu-check run
+# first) writes .env, from which plain `docker compose` takes the same settings as make.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-TF_VERSION := 2.21.0
-BASE_IMAGE ?=# default: tensorflow/tensorflow:$(TF_VERSION)-gpu (see docker-compose.yml)
-BUILD_CA_BUNDLE ?=# an extra CA bundle (PEM) for pip during the build, for TLS-inspecting proxies
-DATA_DIR ?=# a host folder with offline data, mounted read-only at /data; trains from it
+# Compose's settings, each given in the environment, on make's command line
+# (`make up DATA_DIR=$PWD/data`) or as a line of your own in .env; defaults in docker-compose.yml:
+#   BASE_IMAGE        the image to build on (default: the official tensorflow/tensorflow GPU image
+#                     of the Dockerfile's TF_VERSION, the one place the TensorFlow version is written)
+#   CUDA_WHEELS       0 skips the CUDA/cuDNN wheels (about 3 GB) for a CPU-only image (default 1)
+#   BUILD_CA_BUNDLE   an extra CA bundle (PEM) for pip during the build, for TLS-inspecting proxies
+#   DATA_DIR          a host folder with offline data, mounted read-only at /data (default ./data);
+#                     given to make, make up/train also add --data /data
+#   TB_HOST, TB_PORT  where TensorBoard is published (default 127.0.0.1 and 6006)
+# make passes on only those that are set and not empty: an empty value would hide the line in .env
+# or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
+COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT
+$(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
+
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
-TB_PORT ?= 6006
-TB_HOST ?= 127.0.0.1
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 PYTHON ?= python3
 
-# compose reads these; it runs both containers as the calling user, so ./logs stays theirs.
-export BASE_IMAGE BUILD_CA_BUNDLE DATA_DIR TB_PORT TB_HOST CUDA_WHEELS
+# Who the containers run as: the user calling make, so ./logs stays theirs. make setup writes the
+# same into .env for plain compose; exported here, they also serve make's own compose calls that
+# need no .env (build, logs, down).
 export HOST_UID := $(shell id -u)
 export HOST_GID := $(shell id -g)
 
-IMAGE := mnist-tensorboard/trainer:$(TF_VERSION)
+# docker-compose.yml's image. No version in its name: the Dockerfile's TF_VERSION is the only place
+# the TensorFlow version is written, and a version bump must not leave make probing a stale tag.
+IMAGE := mnist-tensorboard/trainer
 VENV := .venv
 # With DATA_DIR set, train from it unless TRAIN_ARGS already names --data.
 RUN_ARGS = $(TRAIN_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(TRAIN_ARGS)),,--data /data))
-# The GPU reservation only where Docker can really give a GPU to a container: on other hosts it
-# would make compose fail, so probe with the built image.
-GPU_PROBE = docker run --rm --gpus all --entrypoint true $(IMAGE) >/dev/null 2>&1
-COMPOSE = docker compose -f docker-compose.yml $(shell $(GPU_PROBE) && echo -f docker-compose.gpu.yml)
+# TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
+TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
+# .env's first lines; make setup rewrites these and HOST_UID, HOST_GID, COMPOSE_FILE, nothing else.
+ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, HOST_UID, HOST_GID and
+ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
+MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help up down train tensorboard logs gpu-check build test test-slow e2e bench lint clean
+.PHONY: help setup up down train tensorboard logs gpu-check build test test-slow e2e bench lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: BASE_IMAGE BUILD_CA_BUNDLE DATA_DIR TRAIN_ARGS TB_PORT TB_HOST (see README.md)"
+	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT (also in .env), TRAIN_ARGS"
 
-up: build tensorboard ## build if needed, start TensorBoard, then train one run in the foreground
-	@$(GPU_PROBE) && echo "GPU: Docker can use this host's NVIDIA GPU; the trainer reserves it" \
-	  || echo "GPU: none usable by Docker here (no NVIDIA GPU or container toolkit): training on CPU"
-	$(COMPOSE) run --rm trainer $(RUN_ARGS)
-	@echo "TensorBoard keeps running at http://localhost:$(TB_PORT) (make down stops it)"
-
-build: ## build the trainer image (also used by the TensorBoard container)
+# The GPU reservation (docker-compose.gpu.yml) only where Docker can really give a container a GPU:
+# elsewhere it makes compose fail, and compose has no "GPU if present" (docker/compose#12514). One
+# probe per make run, in this one recipe; its answer goes into .env as COMPOSE_FILE, which compose
+# reads by itself, so `docker compose run trainer` gets the GPU just as make does.
+setup: build ## build if needed, then write .env: your user id and whether the trainer gets the GPU
 	@mkdir -p logs/fit
-	docker compose build trainer
+	@if docker run --rm --gpus all --entrypoint true $(IMAGE) >/dev/null 2>&1; then \
+	  files=docker-compose.yml:docker-compose.gpu.yml; \
+	  echo "GPU: Docker can use this host's NVIDIA GPU; the trainer reserves one"; \
+	else \
+	  files=docker-compose.yml; \
+	  echo "GPU: none usable by Docker here (no NVIDIA GPU or container toolkit): training on CPU"; \
+	fi; \
+	{ printf '%s\n' '$(ENV_HEADER_1)' '$(ENV_HEADER_2)' \
+	    HOST_UID=$(HOST_UID) HOST_GID=$(HOST_GID) COMPOSE_FILE=$$files; \
+	  if [ -f .env ]; then \
+	    grep -v -E '$(MANAGED_KEYS)' .env | grep -v -x -F -e '$(ENV_HEADER_1)' -e '$(ENV_HEADER_2)' || true; \
+	  fi; } > .env.tmp && mv .env.tmp .env
+	@echo ".env: HOST_UID=$(HOST_UID) HOST_GID=$(HOST_GID) COMPOSE_FILE=$$(sed -n 's/^COMPOSE_FILE=//p' .env)"
 
-train: logs/fit ## train one more run (flags in TRAIN_ARGS); TensorBoard picks it up by itself
-	$(COMPOSE) run --rm trainer $(RUN_ARGS)
+up: setup tensorboard ## build if needed, write .env, start TensorBoard, train one run in the foreground
+	docker compose run --rm trainer $(RUN_ARGS)
+	@echo "TensorBoard keeps running at $$($(TB_URL)) (make down stops it)"
 
-tensorboard: logs/fit ## start TensorBoard in the background and print its address
-	$(COMPOSE) up -d tensorboard
-	@echo "TensorBoard: http://localhost:$(TB_PORT)"
+# -f: the build needs no GPU file, and setup, which runs after it, may be about to fix COMPOSE_FILE.
+build: ## build the trainer image (also used by the TensorBoard container)
+	docker compose -f docker-compose.yml build trainer
 
-logs/fit:
-	@mkdir -p $@
+train: setup ## train one more run (flags in TRAIN_ARGS); TensorBoard picks it up by itself
+	docker compose run --rm trainer $(RUN_ARGS)
+
+tensorboard: setup ## start TensorBoard in the background and print its address
+	docker compose up -d tensorboard
+	@echo "TensorBoard: $$($(TB_URL))"
 
 logs: ## follow TensorBoard's output
 	docker compose logs -f tensorboard
@@ -59,9 +87,8 @@ logs: ## follow TensorBoard's output
 down: ## stop and remove the containers; runs in ./logs and the dataset cache stay
 	docker compose down --remove-orphans
 
-gpu-check: build ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
-	@$(GPU_PROBE) || echo "Docker cannot give this host's GPU to containers (NVIDIA container toolkit missing?)"
-	$(COMPOSE) run --rm --entrypoint python3 trainer -m app.devices
+gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
+	docker compose run --rm --entrypoint python3 trainer -m app.devices
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,7 +101,11 @@ test: $(VENV)/.installed ## run the test suite (makes .venv first: tensorflow-cp
 test-slow: $(VENV)/.installed ## the slow tests: three kills in one run, a full disk, gzip bombs
 	$(VENV)/bin/pytest -m slow
 
+# As root (CI), the machine is prepared first: packages, Docker, Compose, Chromium, the e2e user and
+# the stand-in base image (tests/e2e/setup_machine.sh, quick when all is there). Anyone else needs
+# Docker, Compose v2 and Chromium already; the tests say what is missing.
 e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose, make and Chromium
+	@if [ "$$(id -u)" = 0 ]; then tests/e2e/setup_machine.sh; fi
 	$(VENV)/bin/pytest -m e2e -p no:cacheprovider tests/e2e
 
 bench: $(VENV)/.installed ## the original configuration against the project's: speed, accuracy, memory
@@ -84,6 +115,6 @@ lint: $(VENV)/.installed ## ruff for Python, hadolint for the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
 
-clean: ## remove .venv and caches (never ./logs: your runs are yours to delete)
+clean: ## remove .venv and caches (never ./logs or .env: your runs and settings are yours)
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

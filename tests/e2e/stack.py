@@ -8,8 +8,10 @@ the docker group, in a copy of this checkout that the user owns.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -17,8 +19,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
-STANDIN = "standin/tensorflow:2.21.0"
+# The Dockerfile's ARG is the one place the TensorFlow version is written (tests/test_versions.py).
+TF_VERSION = re.search(r"^ARG TF_VERSION=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)[1]
+STANDIN = f"standin/tensorflow:{TF_VERSION}"  # what setup_machine.sh builds
+IMAGE = "mnist-tensorboard/trainer"  # docker-compose.yml's image
 USER = "e2e"
+# The environment of a user who has exported nothing at all.
+BARE_ENV = ("PATH", "HOME", "USER", "LANG")
 TB = "http://127.0.0.1:6006"
 PROJECT = "mnist-tensorboard"
 ARTIFACTS = ROOT / "artifacts"
@@ -50,6 +57,13 @@ def tb_answers() -> bool:
         return False
 
 
+@functools.cache
+def gpu_usable() -> bool:
+    """Whether Docker can give this host's GPU to a container: the same probe as make setup's."""
+    probe = sh("docker", "run", "--rm", "--gpus", "all", "--entrypoint", "true", IMAGE, check=False)
+    return probe.returncode == 0
+
+
 class Stack:
     """The project checkout of the unprivileged user, and ways to run commands there as them."""
 
@@ -68,17 +82,20 @@ class Stack:
             "DATA_DIR": str(data_dir),
         }
 
-    def command(self, *args: str, env: dict | None = None) -> list[str]:
-        pairs = [f"{k}={v}" for k, v in {**self.env, **(env or {})}.items()]
+    def command(self, *args: str, env: dict | None = None, bare: bool = False) -> list[str]:
+        """`args` as the user; `bare`: with nothing exported but PATH, HOME, USER and LANG."""
+        base = {k: v for k, v in self.env.items() if k in BARE_ENV} if bare else self.env
+        pairs = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
         prefix = [] if os.geteuid() == self.uid else ["runuser", "-u", USER, "--"]
         return [*prefix, "env", "-i", *pairs, *args]
 
-    def run(self, *args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(*args, env=env), cwd=self.dir, text=True, capture_output=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+    def run(self, *args: str, timeout: float = 1800, env: dict | None = None,
+            bare: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args, env=env, bare=bare), cwd=self.dir, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
 
-    def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen(self.command(*args, env=env), cwd=self.dir, text=True,
+    def start(self, *args: str, env: dict | None = None, bare: bool = False) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args, env=env, bare=bare), cwd=self.dir, text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def runs(self) -> list[Path]:

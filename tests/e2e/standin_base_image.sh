@@ -10,12 +10,14 @@
 # It does NOT include TensorBoard: the project's Dockerfile installs that.
 #
 # Usage: standin_base_image.sh [IMAGE_TAG]     (default standin/tensorflow:$TF_VERSION)
-# Env:   TF_VERSION     tensorflow-cpu version to install (default 2.21.0)
+# Env:   TF_VERSION     tensorflow-cpu version to install (default: the Dockerfile's ARG TF_VERSION)
 #        DEBIAN_MIRROR  apt mirror (default http://deb.debian.org/debian)
 #        FORCE=1        rebuild even if the tag already exists
 set -euo pipefail
 
-TF_VERSION="${TF_VERSION:-2.21.0}"
+# The project's Dockerfile is the one place the version is written.
+DOCKERFILE="$(cd "$(dirname "$0")/../.." && pwd)/Dockerfile"
+TF_VERSION="${TF_VERSION:-$(sed -n 's/^ARG TF_VERSION=\([^[:space:]]*\).*/\1/p' "$DOCKERFILE" | head -n 1)}"
 TAG="${1:-standin/tensorflow:${TF_VERSION}}"
 SUITE=bookworm   # bookworm ships python3.11, the version the official image uses
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -25,6 +27,8 @@ CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "[standin] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+[[ -n $TF_VERSION ]] || die "no ARG TF_VERSION=... in $DOCKERFILE; set TF_VERSION"
 
 [[ $EUID -eq 0 ]] || die "must run as root (debootstrap, chroot, mount)"
 
