@@ -114,6 +114,21 @@ def scalar_values(directory: Path, tag: str) -> list[float]:
     return [float(tf.make_ndarray(e.tensor_proto)) for e in events(directory).Tensors(tag)]
 
 
+def http_get(url: str):
+    """A GET to TensorBoard's HTTP API: JSON decoded, anything else (a PNG, say) as bytes."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read()
+        return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+
+
+def http_post(url: str, payload: dict):
+    """A JSON POST to TensorBoard's HTTP API (the HParams plugin's queries), with its XSRF header."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 class TensorBoard:
     """A real `tensorboard` process serving a log folder on a free local port."""
 
@@ -136,16 +151,10 @@ class TensorBoard:
             return False
 
     def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-            body = response.read()
-            return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+        return http_get(f"http://127.0.0.1:{self.port}{path}")
 
     def post(self, path: str, payload: dict):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        return http_post(f"http://127.0.0.1:{self.port}{path}", payload)
 
     def stop(self):
         self.process.terminate()

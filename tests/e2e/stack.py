@@ -9,12 +9,12 @@ the docker group, in a copy of this checkout that the user owns.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import subprocess
-import urllib.request
 from pathlib import Path
+
+from helpers import http_get, http_post
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -37,16 +37,11 @@ def sh(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
 
 
 def tb_get(path: str):
-    with urllib.request.urlopen(TB + path, timeout=10) as response:
-        body = response.read()
-        return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
+    return http_get(TB + path)
 
 
 def tb_post(path: str, payload: dict):
-    request = urllib.request.Request(TB + path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return http_post(TB + path, payload)
 
 
 def tb_answers() -> bool:

@@ -44,19 +44,18 @@ def env_file_as(stack, text: str | None):
     """The checkout's .env replaced by `text` (None: no .env) for a while, then put back as it was."""
     path = stack.dir / ".env"
     saved = path.read_text() if path.exists() else None
-    try:
-        if text is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(text)
+
+    def put(content: str | None) -> None:
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_text(content)
             os.chown(path, stack.uid, stack.gid)
+
+    try:
+        put(text)
         yield path
     finally:
-        if saved is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(saved)
-            os.chown(path, stack.uid, stack.gid)
+        put(saved)
 
 
 @pytest.fixture(scope="module")
