@@ -32,6 +32,9 @@ class RunState:
     # Dropout's random stream: not among the weights, so saved beside them. With it, a resumed
     # run drops the very units an uninterrupted one would, and ends with the same model.
     seed_states: dict[str, list] = dataclasses.field(default_factory=dict)
+    # The Keras dtype policy the run trains in (what --precision resolved to when it started):
+    # the optimizer state only loads into the same one. None in checkpoints from before it was kept.
+    policy: str | None = None
 
     @classmethod
     def from_json(cls, text: str) -> RunState:

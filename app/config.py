@@ -84,8 +84,12 @@ class Config:
                              "with AVX512-BF16 or AMX), else float32", group="training",
                              choices=PRECISIONS, kept_on_resume=True)
     seed: int = setting(42, "seed for weights, shuffling and dropout; the same seed gives the same "
-                        "result on the same machine", group="training", metavar="N", check=_seed_problem,
-                        kept_on_resume=True, hparam=True)
+                        "result on the same machine (on a GPU, with --deterministic)", group="training",
+                        metavar="N", check=_seed_problem, kept_on_resume=True, hparam=True)
+    deterministic: bool = setting(False, "deterministic GPU kernels "
+                                  "(tf.config.experimental.enable_op_determinism): the same seed then "
+                                  "gives the same result on a GPU too, at some cost in speed; CPU "
+                                  "results repeat without it", group="training", shown_default="off")
 
     # Data: keras.datasets by name, or offline from a file or folder (which wins when given).
     dataset: str = setting("mnist", "the keras.datasets set to download once and cache in $KERAS_HOME",

@@ -26,27 +26,46 @@ def plan(precision: str = "auto") -> Plan:
     """How to train on what this process sees; `precision` other than "auto" is taken as given."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        warning = None
-        if tf.test.is_built_with_cuda():
-            # The known trap: -gpu images whose cuDNN does not match TensorFlow see no GPU at all.
-            warning = ("this TensorFlow is built for CUDA but sees no GPU; if the host has one, run "
-                       "`make gpu-check` and see docs/troubleshooting.md")
-        policy = _cpu_policy() if precision == "auto" else precision
-        return Plan(f"no GPU visible: training on CPU ({policy})", policy=policy,
-                    steps_per_execution=CPU_STEPS_PER_EXECUTION, warning=warning)
-    for gpu in gpus:
-        # Take GPU memory as needed rather than all of it, so TensorBoard or a second run fits.
-        tf.config.experimental.set_memory_growth(gpu, True)
+        return cpu_plan(precision)
+    _grow_memory_as_needed(gpus)
     details = tf.config.experimental.get_device_details(gpus[0])
     capability = tuple(details.get("compute_capability") or (0, 0))
-    name = details.get("device_name", gpus[0].name)
+    return gpu_plan(details.get("device_name", gpus[0].name), capability, precision, len(gpus))
+
+
+def cpu_plan(precision: str = "auto") -> Plan:
+    warning = None
+    if tf.test.is_built_with_cuda():
+        # The known trap: -gpu images whose cuDNN does not match TensorFlow see no GPU at all.
+        warning = ("this TensorFlow is built for CUDA but sees no GPU; if the host has one, run "
+                   "`make gpu-check` and see docs/troubleshooting.md")
+    policy = _cpu_policy() if precision == "auto" else precision
+    return Plan(f"no GPU visible: training on CPU ({policy})", policy=policy,
+                steps_per_execution=CPU_STEPS_PER_EXECUTION, warning=warning)
+
+
+def gpu_plan(name: str, capability: tuple[int, int], precision: str = "auto", count: int = 1) -> Plan:
+    """The settings on a GPU: plain data, so the tests train with them on the CPU."""
     if precision == "auto":
         # Tensor cores, which make float16 fast, arrived with compute capability 7.0 (Volta).
         precision = "mixed_float16" if capability >= (7, 0) else "float32"
-    extra = f", +{len(gpus) - 1} more unused" if len(gpus) > 1 else ""
+    extra = f", +{count - 1} more unused" if count > 1 else ""
     return Plan(f"training on GPU {name} (compute capability {capability[0]}.{capability[1]}{extra}, "
                 f"{precision}, XLA)", policy=precision, jit_compile=True,
                 steps_per_execution=GPU_STEPS_PER_EXECUTION)
+
+
+def _grow_memory_as_needed(gpus: list) -> None:
+    """Take GPU memory as needed rather than all of it, so TensorBoard or a second run fits.
+
+    Only possible before TensorFlow initialises the GPUs: where something ran on them first (the
+    benchmark's reference run, a notebook), they keep the setting they were initialised with.
+    """
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # "Physical devices cannot be modified after being initialized"
+            return
 
 
 # A CPU step of this model takes milliseconds, so Keras' per-step overhead hardly shows (several

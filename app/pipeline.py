@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -19,30 +20,50 @@ def _scaled(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
 
 
-def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                     first_epoch: int, epochs: int) -> tuple[tf.data.Dataset, int]:
-    """Shuffled batches for epochs first_epoch .. epochs-1, and the number of steps per epoch.
+class ShuffleEachEpoch(keras.callbacks.Callback):
+    """Tells the training batches which epoch begins, so that each epoch has its own order."""
 
+    def __init__(self, epoch: tf.Variable):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
+def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                     steps_per_execution: int = 1) -> tuple[tf.data.Dataset, int, ShuffleEachEpoch]:
+    """One epoch of shuffled batches, its number of steps, and the callback that sets the epoch.
+
+    The dataset holds exactly one epoch, and fit (given no steps_per_epoch) iterates it afresh
+    each epoch: so every epoch consumes exactly its own batches, also when a call runs several
+    steps and the steps per epoch are not a multiple of them (the last call runs fewer). With
+    one stream over all epochs, a call of 20 steps would run on into the next epoch's batches.
     Each epoch's order is a stateless function of (seed, epoch), not of what ran before, so a
     resumed run sees exactly the batches that an uninterrupted run would have seen.
     """
     images, labels = tf.constant(x), tf.constant(y, dtype=tf.int32)
-    n = len(x)
+    n, steps = len(x), math.ceil(len(x) / batch_size)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
 
-    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
-        keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size)
+    def order(_) -> tf.Tensor:  # read when an epoch's iterator starts, after on_epoch_begin
+        keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch.value()]))
+        return tf.argsort(keys)
 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return _scaled(tf.gather(images, indices)), tf.gather(labels, indices)
 
     dataset = (
-        tf.data.Dataset.range(first_epoch, epochs)
-        .flat_map(epoch_order)
+        tf.data.Dataset.range(1)
+        .map(order)
+        .unbatch()
+        .batch(batch_size)
         .map(gather, num_parallel_calls=PARALLEL_CALLS)
-        .prefetch(BATCHES_AHEAD)
+        # Enough batches ahead for one call, however many steps it runs.
+        .prefetch(max(BATCHES_AHEAD, steps_per_execution))
+        .apply(tf.data.experimental.assert_cardinality(steps))  # unbatch() loses the count
     )
-    return _without_autotuning(dataset), math.ceil(n / batch_size)
+    return _without_autotuning(dataset), steps, ShuffleEachEpoch(epoch)
 
 
 def eval_batches(x: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:

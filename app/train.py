@@ -43,18 +43,20 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
     runs.write_text(run_dir / "config.json", config.to_json())
     run_name = run_dir.name
 
-    plan = devices.plan(config.precision)
+    checkpoint = checkpoints.latest(run_dir) if config.resume else None
+    epochs_done = checkpoint.epochs_done if checkpoint else 0
+    plan = _device_plan(config, checkpoint)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}", flush=True)
     if plan.warning:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
     keras.mixed_precision.set_global_policy(plan.policy)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     # --- model: new, or restored from this run's last checkpoint -----------------------------
-    checkpoint = checkpoints.latest(run_dir) if config.resume else None
-    epochs_done = checkpoint.epochs_done if checkpoint else 0
-    batches, steps_per_epoch = pipeline.training_batches(
-        digits.x_train, digits.y_train, config.batch_size, config.seed, epochs_done, config.epochs)
+    batches, steps_per_epoch, shuffle_each_epoch = pipeline.training_batches(
+        digits.x_train, digits.y_train, config.batch_size, config.seed, plan.steps_per_execution)
     model = build_model(len(digits.class_names))
     model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
@@ -69,16 +71,17 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
         state = checkpoint.state
         print(f"resuming {run_name} after epoch {epochs_done} of {config.epochs}", flush=True)
     else:
-        state = checkpoints.RunState()
+        state = checkpoints.RunState(policy=plan.policy)
 
     # --- callbacks: validation first (it adds val_* to the logs), the checkpoint last ----------
     validation = Validation(digits.x_test, digits.y_test)
-    callbacks = [validation]
+    callbacks = [shuffle_each_epoch, validation]
     writer = None
     if config.summaries:
         writer = tabs.open_writer(run_dir, epochs_done, state.steps)
         callbacks += tabs.callbacks(writer, run_dir, config, digits, validation,
-                                    first_session=epochs_done == 0)
+                                    first_session=epochs_done == 0,
+                                    steps_per_execution=plan.steps_per_execution)
     # Stop at once on a NaN or infinite loss, before a checkpoint could keep it.
     callbacks += [keras.callbacks.TerminateOnNaN(raise_error=True), checkpoints.EveryEpoch(run_dir, state)]
 
@@ -88,8 +91,9 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
         try:
             if epochs_done < config.epochs:
                 with _signals_raise_interrupted():
+                    # No steps_per_epoch: each epoch iterates `batches`, which hold one epoch.
                     model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
-                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+                              callbacks=callbacks, shuffle=False,
                               # the progress bar on a terminal; one line per epoch in logs and CI
                               verbose=1 if sys.stdout.isatty() else 2)
             else:
@@ -121,6 +125,24 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
             writer.close()
     print(f"run {run_dir}: test accuracy {test_accuracy:.2%}, test loss {test_loss:.4f}", flush=True)
     return metrics
+
+
+def _device_plan(config: Config, checkpoint: checkpoints.Checkpoint | None) -> devices.Plan:
+    """The device plan; a resumed run keeps the dtype policy it started in, wherever it resumes.
+
+    `--precision auto` resolves differently on other hardware (float32, bfloat16, float16), but
+    the optimizer state only loads into the same policy (mixed float16 wraps Adam in a
+    LossScaleOptimizer; Keras would only warn and start the optimizer afresh), and the curves
+    would change character mid-run. So the policy is saved with every checkpoint and kept.
+    """
+    here = devices.plan(config.precision)
+    saved = checkpoint.state.policy if checkpoint else None
+    if saved is None or saved == here.policy:
+        return here
+    print(f"note: {config.run_name} keeps training in {saved}, the dtype policy it started in "
+          f"(--precision {config.precision} gives {here.policy} on this machine); start a new run "
+          "to train in that", file=sys.stderr, flush=True)
+    return devices.plan(saved)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from app.validation import Validation
 
 
 def callbacks(writer, run_dir: Path, config: Config, digits: Digits, validation: Validation,
-              first_session: bool) -> list[keras.callbacks.Callback]:
+              first_session: bool, steps_per_execution: int) -> list[keras.callbacks.Callback]:
     """The TensorBoard callbacks of a run, in the order they must run (after `validation`)."""
     # Written once per run, when it starts (not again when it resumes).
     at_start = [
@@ -37,5 +37,6 @@ def callbacks(writer, run_dir: Path, config: Config, digits: Digits, validation:
         pr_curves.PRCurves(writer, validation, digits.class_names),
         batch_scalars.BatchScalars(writer, config.batch_log_every),
         keras_tensorboard.LiveTensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=first_session,
-                                          profile_batch=config.profile_range() or 0),
+                                          profile_batch=keras_tensorboard.profiled_calls(
+                                              config.profile_range(), steps_per_execution)),
     ]

@@ -11,6 +11,10 @@ from app.tabs.events import BATCH_TAG_PREFIX
 class BatchScalars(keras.callbacks.Callback):
     """The values are Keras' running means over the epoch so far, as with its update_freq option
     (which, with Keras 3.15, drops the epoch scalars and histograms, see docs/troubleshooting.md).
+
+    Keras calls batch hooks once per call of its train function. With several steps per call (20
+    on a GPU), a point is written at the end of the call in which a multiple of `every` falls, so
+    up to 19 steps late, and at most once per call.
     """
 
     def __init__(self, writer, every: int):
@@ -23,7 +27,8 @@ class BatchScalars(keras.callbacks.Callback):
         self._epoch_start = self._last = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._epoch_start + batch + 1
+        # `batch` is the call's last step as Keras counts it; an epoch's last call may run fewer.
+        step = self._epoch_start + min(batch + 1, self.params.get("steps") or batch + 1)
         if step // self.every == self._last // self.every or not logs:
             return
         self._last = step

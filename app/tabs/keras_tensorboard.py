@@ -8,6 +8,8 @@ the installed Keras version, when an upgrade changes any of them. Review this fi
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -47,6 +49,18 @@ class LiveTensorBoard(keras.callbacks.TensorBoard):
                     write_histogram(f"{weight.path.replace(':', '_')}/histogram",
                                     keras.ops.convert_to_numpy(weight))
         self._train_writer.flush()
+
+
+def profiled_calls(steps: tuple[int, int] | None, steps_per_execution: int) -> tuple[int, int] | int:
+    """Keras' profile_batch for profiling these training steps (1-based), or 0 for none.
+
+    Keras counts train-function calls, not steps: with several steps per call, the calls that
+    contain the first and the last of them (each epoch's last call may run fewer steps).
+    """
+    if steps is None:
+        return 0
+    first, last = steps
+    return (math.ceil(first / steps_per_execution), math.ceil(last / steps_per_execution))
 
 
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default

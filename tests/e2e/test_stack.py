@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import pytest
 from helpers import wait_for
-from stack import ARTIFACTS, TB, TF_VERSION, gpu_usable, tb_answers, tb_get, tb_post
+from stack import ARTIFACTS, IMAGE, TB, TF_VERSION, gpu_usable, sh, tb_answers, tb_get, tb_post
 
 pytestmark = pytest.mark.e2e
 TABS = ["scalars", "graphs", "distributions", "histograms", "images", "hparams", "pr_curves", "text"]
@@ -225,6 +225,20 @@ def test_gpu_check_says_what_tensorflow_sees(made_up, stack):
         assert any(line.startswith("training on GPU ") for line in lines), result.stdout
     else:
         assert any(line.startswith("no GPU visible: training on CPU") for line in lines), result.stdout
+
+
+def test_make_train_where_the_image_is_missing_builds_it_before_the_gpu_probe(live, stack):
+    """As on a fresh host: without the image, the probe would find nothing and quietly pick the CPU."""
+    sh("docker", "image", "rm", "--force", IMAGE)  # untagged; the running TensorBoard keeps its copy
+    before = {p.name for p in stack.runs()}
+    result = stack.run("make", "train", "TRAIN_ARGS=--epochs 1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sh("docker", "image", "inspect", IMAGE, check=False).returncode == 0
+    lines = result.stdout.splitlines()
+    probed = [line for line in lines if line.startswith("GPU: ")]
+    assert len(probed) == 1, result.stdout  # one probe per make run
+    assert probed[0].startswith("GPU: Docker can use" if gpu_usable() else "GPU: none usable by Docker")
+    assert len(new_runs(stack, before)) == 1
 
 
 def test_make_down_stops_every_container_and_keeps_the_logs(made_up, stack):
