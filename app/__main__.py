@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from app import runs
+from app import distribution, runs
 from app.config import Config, ConfigError, add_arguments, resumed
 from app.data import DataError, load
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     given = vars(parser().parse_args(argv))
     try:
         config = Config(**given).validate()
-        if config.resume:
+        distribution.check(config)
+        if runs.continuing(config.log_dir, config.run_name, config.resume):
             saved = runs.existing(config.log_dir, config.run_name) / "config.json"
             config = resumed(saved.read_text(), given)
         runs.check_writable(config.log_dir)

@@ -63,16 +63,21 @@ class Checkpoint:
 
 
 def latest(run_dir: Path) -> Checkpoint | None:
+    """The newest complete checkpoint (reads only: every worker of a job may call it)."""
     folder = run_dir / FOLDER
     if not folder.is_dir():
         return None
-    for leftover in folder.glob(".tmp-*"):  # an interrupted save; the previous checkpoint stands
-        shutil.rmtree(leftover, ignore_errors=True)
     done = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name)))
     if not done:
         return None
     epochs_done, path = done[-1]
     return Checkpoint(path, epochs_done, RunState.from_json((path / "state.json").read_text()))
+
+
+def tidy(run_dir: Path) -> None:
+    """Remove what an interrupted save left (the previous checkpoint stands); the writer's job."""
+    for leftover in (run_dir / FOLDER).glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 DATASETS = ("mnist", "fashion_mnist")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+RESUMES = ("no", "yes", "auto")
 # A run name becomes one folder under <log-dir>/fit: no separators, no "..", nothing hidden.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -30,16 +32,17 @@ class ConfigError(Exception):
 
 def setting(default, help: str, *, group: str, metavar: str | None = None, choices: tuple = (),
             minimum: int | None = None, check=None, shown_default: str | None = None,
-            kept_on_resume: bool = False, hparam: bool = False, flag: bool = True):
+            kept_on_resume: bool = False, hparam: bool = False, flag: bool = True, bare: str | None = None):
     """One setting. `check(value)` returns what is wrong with a value, or None.
 
+    bare: the value of the flag given without one (`--resume` means `--resume yes`).
     kept_on_resume: the setting shapes the trained model, so a resumed run must keep it, or its
     curves would silently mix two experiments. hparam: shown in TensorBoard's HParams tab.
     flag: False for settings only code sets (the benchmark's baseline).
     """
     return dataclasses.field(default=default, metadata=dict(
         help=help, group=group, metavar=metavar, choices=choices, minimum=minimum, check=check,
-        shown_default=shown_default, kept_on_resume=kept_on_resume, hparam=hparam, flag=flag))
+        shown_default=shown_default, kept_on_resume=kept_on_resume, hparam=hparam, flag=flag, bare=bare))
 
 
 def _learning_rate_problem(value: float) -> str | None:
@@ -83,6 +86,11 @@ class Config:
                              "GPUs with tensor cores, compute capability 7.0 and up; bfloat16 on CPUs "
                              "with AVX512-BF16 or AMX), else float32", group="training",
                              choices=PRECISIONS, kept_on_resume=True)
+    strategy: str = setting("auto", "tf.distribute strategy: multi-worker when TF_CONFIG names several "
+                            "tasks, mirrored over all GPUs when there are several, else one device; "
+                            "--batch-size stays the global batch, so scale it (and --learning-rate with "
+                            "it) by the number of replicas to keep each replica's batch",
+                            group="training", choices=STRATEGIES)
     seed: int = setting(42, "seed for weights, shuffling and dropout; the same seed gives the same "
                         "result on the same machine (on a GPU, with --deterministic)", group="training",
                         metavar="N", check=_seed_problem, kept_on_resume=True, hparam=True)
@@ -104,8 +112,10 @@ class Config:
     run_name: str | None = setting(None, "the run's folder name (of two runs started in one second, "
                                    "the second gets -2)", group="runs and TensorBoard", metavar="NAME",
                                    check=_run_name_problem, shown_default="the start time, YYYYMMDD-HHMMSS")
-    resume: bool = setting(False, "continue run --run-name from its last completed epoch",
-                           group="runs and TensorBoard", shown_default="off")
+    resume: str = setting("no", "yes (or bare --resume): continue run --run-name from its last completed "
+                          "epoch; auto: continue it if it exists, else start it, so the same command "
+                          "serves a first start and every restart", group="runs and TensorBoard",
+                          choices=RESUMES, bare="yes")
 
     # TensorBoard extras on top of Keras' callback.
     batch_log_every: int = setting(20, "log batch-level loss and accuracy every N steps",
@@ -129,7 +139,7 @@ class Config:
                 problem = meta["check"](value)
             if problem:
                 raise ConfigError(f"{flag(field)} {problem} (got {value!r})")
-        if self.resume and self.run_name is None:
+        if self.resume != "no" and self.run_name is None:
             raise ConfigError("--resume needs --run-name NAME: the run to continue "
                               "(its folder under <log-dir>/fit)")
         return self
@@ -187,8 +197,9 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
             group.add_argument(flag(field), action="store_true", default=argparse.SUPPRESS, help=help_text)
             continue
         kind = {"int": int, "float": float}.get(field.type, str)
+        optional = {"nargs": "?", "const": meta["bare"]} if meta["bare"] else {}
         group.add_argument(flag(field), type=kind, choices=meta["choices"] or None, metavar=meta["metavar"],
-                           default=argparse.SUPPRESS, help=help_text)
+                           default=argparse.SUPPRESS, help=help_text, **optional)
 
 
 def flag_table() -> str:
@@ -198,7 +209,7 @@ def flag_table() -> str:
         meta = field.metadata
         usage = flag(field)
         if meta["choices"]:
-            usage += " {" + ",".join(meta["choices"]) + "}"
+            usage += (" [{%s}]" if meta["bare"] else " {%s}") % ",".join(meta["choices"])
         elif meta["metavar"]:
             usage += f" {meta['metavar']}"
         rule = "; a resumed run keeps it" if meta["kept_on_resume"] else ""

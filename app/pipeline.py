@@ -63,7 +63,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
         .prefetch(max(BATCHES_AHEAD, steps_per_execution))
         .apply(tf.data.experimental.assert_cardinality(steps))  # unbatch() loses the count
     )
-    return _without_autotuning(dataset), steps, ShuffleEachEpoch(epoch)
+    return _with_options(dataset), steps, ShuffleEachEpoch(epoch)
 
 
 def eval_batches(x: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:
@@ -72,10 +72,14 @@ def eval_batches(x: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:
     if y is not None:
         labels = tf.data.Dataset.from_tensor_slices(y.astype(np.int32)).batch(EVAL_BATCH_SIZE)
         dataset = tf.data.Dataset.zip(dataset, labels)
-    return _without_autotuning(dataset.prefetch(BATCHES_AHEAD))
+    return _with_options(dataset.prefetch(BATCHES_AHEAD))
 
 
-def _without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.autotune.enabled = False
+    # Several workers (MultiWorkerMirroredStrategy) each take their share of every batch. The data
+    # is in memory, not in files, so sharding by element is the only way; AUTO would fall back to
+    # it with a warning.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

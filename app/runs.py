@@ -53,6 +53,11 @@ def claim(log_dir: str, run_name: str | None) -> Path:
     raise ConfigError(f"more than 999 runs started in the second {stamp}; name the run with --run-name")
 
 
+def continuing(log_dir: str, run_name: str | None, resume: str) -> bool:
+    """Whether this start continues a run: --resume (yes), or --resume auto where the run exists."""
+    return resume == "yes" or (resume == "auto" and (fit_dir(log_dir) / run_name / "config.json").is_file())
+
+
 def existing(log_dir: str, run_name: str) -> Path:
     run_dir = fit_dir(log_dir) / run_name
     if not (run_dir / "config.json").is_file():

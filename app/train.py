@@ -1,12 +1,14 @@
 """train(config) -> metrics: one run, from the digits to an exported model.
 
-Reads top to bottom: data, run folder, device, model (new or resumed), callbacks, fit,
-test evaluation, export, metrics.json.
+Reads top to bottom: data, device, strategy, run folder, model (new or resumed), callbacks,
+fit, test evaluation, export, metrics.json. Under a multi-worker strategy every worker runs all
+of it, but only the one that `scale.writes` (the chief) touches the run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import signal
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, devices, pipeline, runs, tabs
+from app import checkpoints, data, devices, distribution, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
 from app.validation import Validation
@@ -36,17 +38,29 @@ class Interrupted(Exception):
 
 def train(config: Config, digits: data.Digits | None = None) -> dict:
     digits = digits or data.load(config.dataset, config.data)
-    if config.resume:
+    continuing = runs.continuing(config.log_dir, config.run_name, config.resume)
+    checkpoint = checkpoints.latest(runs.fit_dir(config.log_dir) / config.run_name) if continuing else None
+    epochs_done = checkpoint.epochs_done if checkpoint else 0
+    plan = _device_plan(config, checkpoint)  # before the strategy: it may set GPU memory growth
+    scale = distribution.scale(config.strategy)
+    if scale.name != "one-device":
+        # keras#19246: several steps per call fail under tf.distribute (and Keras turns XLA off there).
+        plan = dataclasses.replace(plan, steps_per_execution=1, jit_compile=False)
+
+    # --- the run folder: claimed and written by one process only -------------------------------
+    if not scale.writes:
+        run_dir = runs.fit_dir(config.log_dir) / config.run_name  # the chief's; never written here
+    elif continuing:
         run_dir = runs.existing(config.log_dir, config.run_name)
+        checkpoints.tidy(run_dir)
     else:
         run_dir = runs.claim(config.log_dir, config.run_name)
-    runs.write_text(run_dir / "config.json", config.to_json())
+    if scale.writes:
+        runs.write_text(run_dir / "config.json", config.to_json())
     run_name = run_dir.name
 
-    checkpoint = checkpoints.latest(run_dir) if config.resume else None
-    epochs_done = checkpoint.epochs_done if checkpoint else 0
-    plan = _device_plan(config, checkpoint)
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}", flush=True)
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}; "
+          f"{scale.description()}", flush=True)
     if plan.warning:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
     keras.mixed_precision.set_global_policy(plan.policy)
@@ -57,17 +71,19 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
     # --- model: new, or restored from this run's last checkpoint -----------------------------
     batches, steps_per_epoch, shuffle_each_epoch = pipeline.training_batches(
         digits.x_train, digits.y_train, config.batch_size, config.seed, plan.steps_per_execution)
-    model = build_model(len(digits.class_names))
-    model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
-        # Integer labels with the sparse loss: the same cross-entropy as one-hot labels.
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=plan.jit_compile,
-        steps_per_execution=plan.steps_per_execution,
-    )
+    with scale.strategy.scope():
+        model = build_model(len(digits.class_names))
+        model.compile(
+            optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
+            # Integer labels with the sparse loss: the same cross-entropy as one-hot labels.
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=plan.jit_compile,
+            steps_per_execution=plan.steps_per_execution,
+        )
+        if checkpoint:
+            checkpoint.restore(model)  # every worker the same checkpoint, from the shared folder
     if checkpoint:
-        checkpoint.restore(model)
         state = checkpoint.state
         print(f"resuming {run_name} after epoch {epochs_done} of {config.epochs}", flush=True)
     else:
@@ -77,17 +93,19 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
     validation = Validation(digits.x_test, digits.y_test)
     callbacks = [shuffle_each_epoch, validation]
     writer = None
-    if config.summaries:
+    if config.summaries and scale.writes:
         writer = tabs.open_writer(run_dir, epochs_done, state.steps)
         callbacks += tabs.callbacks(writer, run_dir, config, digits, validation,
                                     first_session=epochs_done == 0,
                                     steps_per_execution=plan.steps_per_execution)
     # Stop at once on a NaN or infinite loss, before a checkpoint could keep it.
-    callbacks += [keras.callbacks.TerminateOnNaN(raise_error=True), checkpoints.EveryEpoch(run_dir, state)]
+    callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
+    if scale.writes:
+        callbacks.append(checkpoints.EveryEpoch(run_dir, state))
 
     # --- fit, test, export ------------------------------------------------------------------
     fit_started = time.perf_counter()
-    with _explained_failures(run_dir, model):
+    with _explained_failures(run_dir, model, scale):
         try:
             if epochs_done < config.epochs:
                 with _signals_raise_interrupted():
@@ -105,7 +123,6 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
 
         test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test),
                                                   verbose=0)
-        _save_model(model, run_dir)
         seconds = state.epoch_seconds
         metrics = {
             "test_loss": float(test_loss),
@@ -117,8 +134,15 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
             "train_images": len(digits.x_train),
             "test_images": len(digits.x_test),
             "device": plan.description,
+            "strategy": scale.name,
+            "replicas": scale.replicas,
             "history": state.history,
         }
+        if not scale.writes:
+            print(f"{scale.task} done: test accuracy {test_accuracy:.2%}; the chief writes run {run_dir}",
+                  flush=True)
+            return metrics
+        _save_model(model, run_dir)
         runs.write_json(run_dir / "metrics.json", metrics)
         if writer is not None:
             tabs.write_test_metrics(writer, metrics, len(seconds))
@@ -146,11 +170,21 @@ def _device_plan(config: Config, checkpoint: checkpoints.Checkpoint | None) -> d
 
 
 @contextlib.contextmanager
-def _explained_failures(run_dir: Path, model: keras.Model):
+def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.Scale):
     """What stops a run becomes one message: what is saved, and how to go on from there."""
     name = run_dir.name
     try:
         yield
+    except tf.errors.OpError as e:
+        if scale.name != "multi-worker":
+            raise
+        # A peer died or became unreachable: collective ops fail on the others within seconds.
+        # TensorFlow's message holds the op's trace; the cause is the line that says what aborted it.
+        lines = [line.strip() for line in (e.message or str(e)).splitlines()]
+        cause = next((line for line in lines if "aborted by" in line), lines[-1])[:200]
+        raise RunFailed(f"{scale.task} lost its peers ({type(e).__name__}: {cause}); run {name} is "
+                        f"saved after epoch {_saved_epochs(run_dir)}. Start every worker again with the "
+                        "same command: --resume auto continues it") from None
     except Interrupted as stop:
         print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {_saved_epochs(run_dir)}. "
               f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)

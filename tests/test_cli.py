@@ -35,8 +35,9 @@ def test_help_shows_every_flag_with_its_default(tmp_path):
     for flag, default in [("--epochs", "10"), ("--batch-size", "256"), ("--learning-rate", "0.005"),
                           ("--lr-schedule", "cosine"), ("--precision", "auto"), ("--seed", "42"),
                           ("--dataset", "mnist"), ("--data", "download --dataset"), ("--log-dir", "logs"),
-                          ("--run-name", "the start time, YYYYMMDD-HHMMSS"), ("--resume", "off"),
-                          ("--batch-log-every", "20"), ("--profile-batches", "0 (off)")]:
+                          ("--run-name", "the start time, YYYYMMDD-HHMMSS"), ("--resume", "no"),
+                          ("--batch-log-every", "20"), ("--profile-batches", "0 (off)"),
+                          ("--strategy", "auto"), ("--deterministic", "off")]:
         assert f"{flag} " in text
         assert f"(default: {default})" in text, flag
     # ...and nothing else: every flag declared in app/config.py, no flag that is not.

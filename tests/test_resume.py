@@ -96,6 +96,17 @@ def test_sigterm_stops_within_seconds_with_progress_saved_then_resume_and_extend
     assert run_config(run_dir)["epochs"] == 4
 
 
+def test_resume_auto_starts_a_run_then_continues_it_with_the_same_command(tmp_path):
+    command = ["--data", str(SLICE), "--batch-size", "64", "--run-name", "again", "--resume", "auto"]
+    first = run_cli(*command, "--epochs", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "resuming" not in first.stdout
+    second = run_cli(*command, "--epochs", "2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "resuming again after epoch 1 of 2" in second.stdout
+    assert scalar_steps(tmp_path / "logs" / "fit" / "again" / "validation", "epoch_accuracy") == [0, 1]
+
+
 def test_resume_refuses_to_change_what_shapes_the_model(trained):
     result, run_dir = trained
     workdir = run_dir.parents[2]

@@ -1,0 +1,191 @@
+"""Scaling out on the CPU: MirroredStrategy over two logical devices, and two real worker processes
+with TF_CONFIG on 127.0.0.1 (workers only, and chief + worker), one killed and the job restarted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import signal
+import socket
+import subprocess
+import time
+
+import keras
+import pytest
+import yaml
+from helpers import (
+    ROOT,
+    SLICE,
+    cli_env,
+    events,
+    latest_checkpoint,
+    metrics,
+    run_cli,
+    run_command,
+    scalar_steps,
+    wait_for,
+    with_fault,
+)
+
+from app import distribution, keras_multiworker
+from app.__main__ import parser
+from app.config import Config
+
+ARGS = ["--data", str(SLICE), "--batch-size", "64"]
+TWO_CPUS = """
+import tensorflow as tf
+[cpu] = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_configs(layout: str) -> list[dict]:
+    """One TF_CONFIG per process, as the Kubeflow training operator writes them."""
+    a, b = (f"127.0.0.1:{p}" for p in free_ports(2))
+    if layout == "chief+worker":
+        cluster, tasks = {"chief": [a], "worker": [b]}, [("chief", 0), ("worker", 0)]
+    else:
+        cluster, tasks = {"worker": [a, b]}, [("worker", 0), ("worker", 1)]
+    return [{"cluster": cluster, "task": {"type": t, "index": i}} for t, i in tasks]
+
+
+def start_job(layout: str, args: list[str], cwd) -> list[subprocess.Popen]:
+    return [subprocess.Popen(with_fault("", *args), cwd=cwd, text=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**cli_env(), "TF_CONFIG": json.dumps(config)})
+            for config in tf_configs(layout)]
+
+
+def finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each; none may hang (a worker waits for its peers forever)."""
+    results = []
+    try:
+        for p in processes:
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err))
+    finally:
+        for p in processes:
+            p.kill()
+    return results
+
+
+def test_the_keras_corrections_still_match_the_installed_keras():
+    from keras.src.backend.tensorflow import trainer
+
+    why = (f"Keras {keras.__version__} differs from the {keras_multiworker.CHECKED_WITH} that "
+           "app/keras_multiworker.py corrects (keras-team/keras#20585): review it")
+    assert keras.__version__ == keras_multiworker.CHECKED_WITH, why
+    # What the corrections replace is still there, with the very lines they correct.
+    build = inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build)
+    assert "self.distribute_strategy.reduce(" in build, why
+    reduce = inspect.getsource(trainer.reduce_per_replica)
+    assert 'strategy.reduce("MEAN", v, axis=0)' in reduce, why
+
+
+@pytest.mark.parametrize("tf_config, args, words", [
+    ("{not json", [], ["TF_CONFIG"]),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}}', ["--run-name", "x"], ["TF_CONFIG", "task"]),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}', [], ["--run-name"]),
+    ("", ["--strategy", "multi-worker"], ["--strategy multi-worker", "TF_CONFIG"]),
+])
+def test_a_cluster_that_cannot_work_is_refused_in_one_line(tmp_path, tf_config, args, words):
+    result = run_command(with_fault("", *ARGS, *args), tmp_path, env={"TF_CONFIG": tf_config})
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and all(w in line for w in words), line
+    assert not (tmp_path / "logs" / "fit").exists() or not list((tmp_path / "logs" / "fit").iterdir())
+
+
+def test_mirrored_over_two_logical_cpus(tmp_path):
+    single = run_cli(*ARGS, "--epochs", "2", "--run-name", "single", cwd=tmp_path)
+    mirrored = run_command(with_fault(TWO_CPUS, *ARGS, "--epochs", "2", "--strategy", "mirrored",
+                                      "--run-name", "mirrored"), tmp_path)
+    assert single.returncode == 0 and mirrored.returncode == 0, single.stderr + mirrored.stderr
+    assert "strategy mirrored, 2 replicas" in mirrored.stdout.splitlines()[0]
+    one, two = metrics(tmp_path / "logs" / "fit" / "single"), metrics(tmp_path / "logs" / "fit" / "mirrored")
+    assert two["replicas"] == 2 and two["epochs_completed"] == 2
+    # The same global batch, split in two: the same training up to float rounding.
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 0.01
+
+
+@pytest.mark.parametrize("layout", ["workers", "chief+worker"])
+def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    single = run_cli(*ARGS, "--epochs", "2", "--run-name", "single", cwd=alone)
+    assert single.returncode == 0, single.stderr
+    results = finish(start_job(layout, [*ARGS, "--epochs", "2", "--run-name", "job", "--resume", "auto"],
+                               tmp_path))
+    assert [code for code, _, _ in results] == [0, 0], results
+    (_, chief_out, _), (_, worker_out, _) = results
+    assert "strategy multi-worker, 2 replicas" in chief_out.splitlines()[0]
+    assert "(the chief writes the run)" in worker_out.splitlines()[0]
+    # Exactly one run, complete, with nothing from the other worker (no temporary files either).
+    fit = tmp_path / "logs" / "fit"
+    assert [p.name for p in fit.iterdir()] == ["job"]
+    run_dir = fit / "job"
+    assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= \
+        {p.name for p in run_dir.iterdir()}
+    assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer of the run's own events
+    assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1]
+    assert [e.step for e in events(run_dir).Tensors("confusion_matrix")] == [0, 1]
+    job = metrics(run_dir)
+    assert job["strategy"] == "multi-worker" and job["replicas"] == 2
+    # Within a point of one process with the same global batch.
+    one_process = metrics(alone / "logs" / "fit" / "single")
+    assert abs(job["test_accuracy"] - one_process["test_accuracy"]) <= 0.01
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_job_within_a_minute_and_the_same_commands_resume_it(tmp_path):
+    args = [*ARGS, "--epochs", "4", "--batch-size", "32", "--run-name", "job", "--resume", "auto"]
+    run_dir = tmp_path / "logs" / "fit" / "job"
+    chief, worker = start_job("chief+worker", args, tmp_path)
+    try:
+        wait_for(lambda: latest_checkpoint(run_dir)[0] >= 1, 300, "the first checkpoint", process=chief)
+        worker.send_signal(signal.SIGKILL)  # mid-epoch 2
+        killed = time.monotonic()
+        _, stderr = chief.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        chief.kill()
+        worker.kill()
+    assert chief.returncode == 1 and took < 60, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("error: chief:0 lost its peers") and "--resume auto" in message, message
+    saved = latest_checkpoint(run_dir)[0]
+    # The operator (or compose) restarts both with the very same command.
+    results = finish(start_job("chief+worker", args, tmp_path))
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert f"resuming job after epoch {saved} of 4" in results[0][1]
+    assert metrics(run_dir)["epochs_completed"] == 4
+    assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1, 2, 3]  # no epoch twice
+    batch_steps = scalar_steps(run_dir, "batch_loss")
+    assert batch_steps == sorted(set(batch_steps))
+
+
+def test_the_tfjob_gives_every_replica_a_command_the_trainer_accepts(monkeypatch):
+    """deploy/kubernetes: each replica's args, with the TF_CONFIG the operator writes for it."""
+    job = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "base" / "tfjob.yaml").read_text())
+    specs = job["spec"]["tfReplicaSpecs"]
+    cluster = {kind.lower(): [f"{job['metadata']['name']}-{kind.lower()}-{i}:2222"
+                              for i in range(spec.get("replicas", 1))] for kind, spec in specs.items()}
+    for kind, spec in specs.items():
+        [container] = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
+        task = {"type": kind.lower(), "index": 0}
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        config = Config(**vars(parser().parse_args(container["args"]))).validate()
+        distribution.check(config)
+        assert (config.strategy, config.resume, config.run_name) == ("auto", "auto", job["metadata"]["name"])
