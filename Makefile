@@ -12,12 +12,17 @@ SHELL := /bin/bash
 #   DATA_DIR          a host folder with offline data, mounted read-only at /data (default ./data);
 #                     given to make, make up/train also add --data /data
 #   TB_HOST, TB_PORT  where TensorBoard is published (default 127.0.0.1 and 6006)
+#   GPUS              GPUs the trainer reserves where Docker can give them: a number or all (default 1)
+#   WORKERS           make multiworker: worker containers besides the chief (default 1)
+#   MULTIWORKER_RUN   make multiworker: the run they train, continued if it exists (default multiworker)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
-COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT
+COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
+	MULTIWORKER_RUN
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
+MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTIWORKER_ARGS='--epochs 3'
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 PYTHON ?= python3
 
@@ -33,6 +38,10 @@ IMAGE := mnist-tensorboard/trainer
 VENV := .venv
 # With DATA_DIR set, train from it unless TRAIN_ARGS already names --data.
 RUN_ARGS = $(TRAIN_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(TRAIN_ARGS)),,--data /data))
+# The same for make multiworker, whose flags reach the containers as MULTIWORKER_ARGS (set only when
+# there are any, so that a line in .env holds otherwise).
+MW_ARGS = $(strip $(MULTIWORKER_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(MULTIWORKER_ARGS)),,--data /data)))
+MULTIWORKER = docker compose --profile multiworker
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 # .env's first lines; make setup rewrites these and HOST_UID, HOST_GID, COMPOSE_FILE, nothing else.
@@ -40,11 +49,12 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train tensorboard logs gpu-check build test test-slow e2e bench lint clean
+.PHONY: help setup up down train multiworker tensorboard logs gpu-check build test test-slow e2e bench lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT (also in .env), TRAIN_ARGS"
+	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
+	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS (also in .env), TRAIN_ARGS"
 
 # The GPU reservation (docker-compose.gpu.yml) only where Docker can really give a container a GPU:
 # elsewhere it makes compose fail, and compose has no "GPU if present" (docker/compose#12514). One
@@ -77,6 +87,25 @@ build: ## build the trainer image (also used by the TensorBoard container)
 train: setup ## train one more run (flags in TRAIN_ARGS); TensorBoard picks it up by itself
 	docker compose run --rm trainer $(RUN_ARGS)
 
+# The multiworker profile (docs/compose-multiworker.md): compose up of the chief and the workers only,
+# attached, so their output shows prefixed with chief-1 | and worker-1 |; fresh containers each time
+# (--force-recreate), so each gets its full restart budget. Docker restarts a failed member
+# (restart: on-failure:3) and compose up follows it, but up's exit status says nothing about how
+# they ended: their last exit codes decide, read before the finished containers are removed.
+multiworker: setup tensorboard ## train run MULTIWORKER_RUN on a chief and WORKERS worker containers (default 1)
+	@status=0; \
+	$(if $(MW_ARGS),MULTIWORKER_ARGS='$(MW_ARGS)') $(MULTIWORKER) up --force-recreate chief worker || status=$$?; \
+	ended=$$($(MULTIWORKER) ps --all --format '{{.Name}} {{.State}} {{.ExitCode}}' chief worker); \
+	$(MULTIWORKER) rm --force --stop chief worker >/dev/null 2>&1; \
+	failed=$$(awk '$$2 != "exited" || $$3 != 0 {printf "%s%s %s with %s", sep, $$1, $$2, $$3; sep = ", "}' <<<"$$ended"); \
+	if [ "$$status" != 0 ]; then failed="compose up ended with exit status $$status$${failed:+, }$$failed"; fi; \
+	if [ -z "$$ended" ]; then failed="$${failed:-no chief or worker container ran}"; fi; \
+	if [ -n "$$failed" ]; then \
+	  echo "multiworker: failed: $$failed; their output above says why. After a crash, the same command continues the run from its last checkpoint"; \
+	  exit 1; \
+	fi; \
+	echo "multiworker: done, all $$(wc -l <<<"$$ended") containers exited with 0; TensorBoard: $$($(TB_URL))"
+
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard
 	@echo "TensorBoard: $$($(TB_URL))"
@@ -84,8 +113,9 @@ tensorboard: setup ## start TensorBoard in the background and print its address
 logs: ## follow TensorBoard's output
 	docker compose logs -f tensorboard
 
+# --profile '*': the containers of every profile too (a trainer left by compose up, the multiworker ones).
 down: ## stop and remove the containers; runs in ./logs and the dataset cache stay
-	docker compose down --remove-orphans
+	docker compose --profile '*' down --remove-orphans
 
 gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
 	docker compose run --rm --entrypoint python3 trainer -m app.devices
