@@ -59,6 +59,20 @@ class Scale:
     writes: bool  # this process writes the run (the chief)
     task: str | None
 
+    def wait_for_peers(self) -> None:
+        """Return once every worker of the job has started (a no-op on one machine)."""
+        if self.name != "multi-worker":
+            return
+        import tensorflow as tf
+
+        strategy = self.strategy
+
+        @tf.function
+        def all_present():  # a collective op completes only when every worker takes part
+            return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+        all_present()
+
     def description(self) -> str:
         where = f", this is {self.task}" + ("" if self.writes else " (the chief writes the run)") \
             if self.task else ""

@@ -38,11 +38,15 @@ class Interrupted(Exception):
 
 def train(config: Config, digits: data.Digits | None = None) -> dict:
     digits = digits or data.load(config.dataset, config.data)
+    plan = devices.plan(config.precision)  # before the strategy: it may set GPU memory growth
+    scale = distribution.scale(config.strategy)
+    # Every worker reads the checkpoint only once all have started: by then no process of an
+    # earlier attempt can still be writing one, so all restore the same.
+    scale.wait_for_peers()
     continuing = runs.continuing(config.log_dir, config.run_name, config.resume)
     checkpoint = checkpoints.latest(runs.fit_dir(config.log_dir) / config.run_name) if continuing else None
     epochs_done = checkpoint.epochs_done if checkpoint else 0
-    plan = _device_plan(config, checkpoint)  # before the strategy: it may set GPU memory growth
-    scale = distribution.scale(config.strategy)
+    plan = _kept_policy(plan, config, checkpoint)
     if scale.name != "one-device":
         # keras#19246: several steps per call fail under tf.distribute (and Keras turns XLA off there).
         plan = dataclasses.replace(plan, steps_per_execution=1, jit_compile=False)
@@ -151,15 +155,15 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
     return metrics
 
 
-def _device_plan(config: Config, checkpoint: checkpoints.Checkpoint | None) -> devices.Plan:
-    """The device plan; a resumed run keeps the dtype policy it started in, wherever it resumes.
+def _kept_policy(here: devices.Plan, config: Config,
+                 checkpoint: checkpoints.Checkpoint | None) -> devices.Plan:
+    """The device plan in the dtype policy the run started in, wherever it resumes.
 
     `--precision auto` resolves differently on other hardware (float32, bfloat16, float16), but
     the optimizer state only loads into the same policy (mixed float16 wraps Adam in a
     LossScaleOptimizer; Keras would only warn and start the optimizer afresh), and the curves
     would change character mid-run. So the policy is saved with every checkpoint and kept.
     """
-    here = devices.plan(config.precision)
     saved = checkpoint.state.policy if checkpoint else None
     if saved is None or saved == here.policy:
         return here
