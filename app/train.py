@@ -36,7 +36,8 @@ class Interrupted(Exception):
         self.signal_name, self.exit_code = signal_name, exit_code
 
 
-def train(config: Config, digits: data.Digits | None = None) -> dict:
+def train(config: Config, digits: data.Digits | None = None, extra_callbacks: list | None = None) -> dict:
+    """Train one run; `extra_callbacks` (the benchmark's clock) run last, after the checkpoint."""
     digits = digits or data.load(config.dataset, config.data)
     plan = devices.plan(config.precision)  # before the strategy: it may set GPU memory growth
     scale = distribution.scale(config.strategy)
@@ -106,6 +107,7 @@ def train(config: Config, digits: data.Digits | None = None) -> dict:
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
     if scale.writes:
         callbacks.append(checkpoints.EveryEpoch(run_dir, state))
+    callbacks += extra_callbacks or []
 
     # --- fit, test, export ------------------------------------------------------------------
     fit_started = time.perf_counter()
