@@ -97,6 +97,6 @@ def scale(name: str) -> Scale:
         devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     else:
-        strategy, task = tf.distribute.get_strategy(), None
+        strategy = tf.distribute.get_strategy()
     return Scale(strategy, name, strategy.num_replicas_in_sync, bool(strategy.extended.should_checkpoint),
                  task if name == "multi-worker" else None)

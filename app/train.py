@@ -55,12 +55,12 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     # --- the run folder: claimed and written by one process only -------------------------------
     if not scale.writes:
         run_dir = runs.fit_dir(config.log_dir) / config.run_name  # the chief's; never written here
-    elif continuing:
-        run_dir = runs.existing(config.log_dir, config.run_name)
-        checkpoints.tidy(run_dir)
     else:
-        run_dir = runs.claim(config.log_dir, config.run_name)
-    if scale.writes:
+        if continuing:
+            run_dir = runs.existing(config.log_dir, config.run_name)
+            checkpoints.tidy(run_dir)
+        else:
+            run_dir = runs.claim(config.log_dir, config.run_name)
         runs.write_text(run_dir / "config.json", config.to_json())
     run_name = run_dir.name
 
