@@ -24,6 +24,7 @@ $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
 MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTIWORKER_ARGS='--epochs 3'
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
+PROFILE_ARGS ?=# flags for python -m app.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
 
 # Who the containers run as: the user calling make, so ./logs stays theirs. make setup writes the
@@ -49,7 +50,7 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train multiworker tensorboard logs gpu-check build test test-slow e2e bench lint clean
+.PHONY: help setup up down train multiworker tensorboard logs gpu-check build test test-slow e2e bench profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -138,13 +139,18 @@ e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose,
 	@if [ "$$(id -u)" = 0 ]; then tests/e2e/setup_machine.sh; fi
 	$(VENV)/bin/pytest -m e2e -p no:cacheprovider tests/e2e
 
-# The full-size default data: Fashion-MNIST from Debian's dataset-fashion-mnist (60,000 + 10,000
-# images in MNIST's format), installed here when missing and make runs as root.
-bench: $(VENV)/.installed ## the original configuration against the project's on 60,000 images: speed, accuracy, memory
+# The full-size default data of bench and profile: Fashion-MNIST from Debian's dataset-fashion-mnist
+# (60,000 + 10,000 images in MNIST's format), installed when missing and make runs as root.
+fashion-mnist:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; \
 	fi
+
+bench: $(VENV)/.installed fashion-mnist ## the original configuration against the project's on 60,000 images: speed, accuracy, memory
 	$(VENV)/bin/python -m app.bench $(BENCH_ARGS)
+
+profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
+	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)
 
 lint: $(VENV)/.installed ## ruff for Python, hadolint for the Dockerfile
 	$(VENV)/bin/ruff check .

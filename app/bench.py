@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variant or default_variants(_overrides(args))
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for repeat in range(args.repeat):
-        for variant in variants:
+        # Every other repeat runs the variants in reverse order: the machine's speed drifts (the
+        # same run took from 201 to 251 s here), and a fixed order would favour whichever runs later.
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
             print(f"[{repeat + 1}/{args.repeat}] {variant} ...", file=sys.stderr, flush=True)
             results[variant].append(_run_child(variant, args, argv or sys.argv[1:]))
     report = _summarize(results, args, len(digits.x_train), len(digits.x_test))
@@ -242,17 +244,22 @@ def _summarize(results: dict[str, list[dict]], args, train_images: int, test_ima
                 statistics.median(e for e, _ in reached), statistics.median(s for _, s in reached))
     ratios = {}
     for project in ("project", "project-float32"):
-        if {"reference", project} <= median.keys():
-            reference, ours = median["reference"], median[project]
+        if {"reference", project} <= results.keys():
             ratios[project] = {
-                "wall": round(reference["wall_seconds"] / ours["wall_seconds"], 2),
-                "throughput": round(ours["images_per_second"] / reference["images_per_second"], 2)}
-        if {project, f"{project}-no-logging"} <= median.keys():
-            with_logs, without = median[project], median[f"{project}-no-logging"]
-            ratios.setdefault(project, {})["logging_overhead_percent"] = round(
-                100 * (with_logs["wall_seconds"] / without["wall_seconds"] - 1), 1)
+                "wall": _paired(results["reference"], results[project], "wall_seconds"),
+                "throughput": _paired(results[project], results["reference"], "images_per_second")}
+        if {project, f"{project}-no-logging"} <= results.keys():
+            ratio = _paired(results[project], results[f"{project}-no-logging"], "wall_seconds", digits=4)
+            ratios.setdefault(project, {})["logging_overhead_percent"] = round(100 * (ratio - 1), 1)
     report["ratios"] = ratios
     return report
+
+
+def _paired(numerators: list[dict], denominators: list[dict], key: str, digits: int = 2) -> float:
+    """The median over repeats of one variant's value over another's in the same repeat: runs of
+    one repeat follow each other, so the pair shares the machine's speed of the moment."""
+    return round(statistics.median(a[key] / b[key] for a, b in zip(numerators, denominators, strict=True)),
+                 digits)
 
 
 def _table(report: dict) -> str:
