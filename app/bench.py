@@ -43,9 +43,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where Debian's data
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(FASHION_MNIST) if FASHION_MNIST.is_dir() else None,
-                   help=f"an .npz or a folder of MNIST IDX files (default: {FASHION_MNIST}, Debian's "
-                        "dataset-fashion-mnist: 60,000 + 10,000 images)")
+    add_inputs(p)
     p.add_argument("--epochs", type=int, default=10, help="epochs per variant (default: 10)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every variant N times and report medians (default: 1)")
@@ -53,10 +51,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=VARIANTS, action="append",
                    help="only these variants (repeatable; default: the first three, and the float32 pair "
                         "where this CPU has native bfloat16)")
-    config.add_arguments(p, PROJECT_SETTINGS)  # the project variants' settings, as python -m app has them
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in its own process
     p.add_argument("--started", type=float, help=argparse.SUPPRESS)  # when the parent started the child
     return p
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """--data and the project's settings, as python -m app has them (also app.step_profile's)."""
+    p.add_argument("--data", default=str(FASHION_MNIST) if FASHION_MNIST.is_dir() else None,
+                   help=f"an .npz or a folder of MNIST IDX files (default: {FASHION_MNIST}, Debian's "
+                        "dataset-fashion-mnist: 60,000 + 10,000 images)")
+    config.add_arguments(p, PROJECT_SETTINGS)
+
+
+def checked_inputs(args: argparse.Namespace) -> tuple[data.Digits, dict]:
+    """The data and the project settings that `args` name; ConfigError, in one line, where they are bad."""
+    if args.data is None:
+        raise ConfigError(f"no data: install Debian's dataset-fashion-mnist ({FASHION_MNIST}; make bench and "
+                          "make profile do it as root) or pass --data PATH")
+    try:
+        digits = data.load("mnist", args.data)
+    except data.DataError as e:
+        raise ConfigError(str(e)) from None
+    Config(**_overrides(args)).validate()
+    return digits, _overrides(args)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -72,17 +90,12 @@ def default_variants(overrides: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.data is None:
-        print(f"error: no data: install Debian's dataset-fashion-mnist ({FASHION_MNIST}; make bench does it "
-              "as root) or pass --data PATH", file=sys.stderr)
-        return 2
     if args.epochs < 1 or args.repeat < 1:
         print("error: --epochs and --repeat must be at least 1", file=sys.stderr)
         return 2
     try:
-        digits = data.load("mnist", args.data)  # refuse bad data and settings now, not in the first child
-        Config(**_overrides(args)).validate()
-    except (data.DataError, ConfigError) as e:
+        digits, _ = checked_inputs(args)  # refuse bad data and settings now, not in the first child
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.child:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app import bench, config, cpu, data
+from app import bench, cpu, data
 from app.config import Config, ConfigError
 
 TRACED_EPOCH = 2  # the first one traces and compiles the step
@@ -32,28 +32,19 @@ PEAK_MATRIX = 2048  # the side of the matrix product that measures the peak: lar
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app.step_profile", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(bench.FASHION_MNIST) if bench.FASHION_MNIST.is_dir() else None,
-                   help=f"an .npz or a folder of MNIST IDX files (default: {bench.FASHION_MNIST}, as in "
-                        "make bench)")
+    bench.add_inputs(p)
     p.add_argument("--log-dir", help="keep the profiled run here, to open its trace in TensorBoard's Profile "
                                      "tab (default: a temporary folder, removed)")
     p.add_argument("--out", default="artifacts/profile.json",
                    help="the results as JSON (default: %(default)s)")
-    config.add_arguments(p, bench.PROJECT_SETTINGS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.data is None:
-        print(f"error: no data: install Debian's dataset-fashion-mnist ({bench.FASHION_MNIST}) or pass "
-              "--data PATH", file=sys.stderr)
-        return 2
     try:
-        digits = data.load("mnist", args.data)
-        settings = {k: v for k, v in vars(args).items() if k in bench.PROJECT_SETTINGS}
-        Config(**settings).validate()
-    except (data.DataError, ConfigError) as e:
+        digits, settings = bench.checked_inputs(args)
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
