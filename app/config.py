@@ -126,6 +126,14 @@ class Config:
     summaries: bool = setting(True, "False writes no TensorBoard data at all (the benchmark's baseline)",
                               group="runs and TensorBoard", flag=False)
 
+    # Set by python -m app.sweep for its trials (docs/sweeps.md): which sweep and trial a run is,
+    # and which settings that sweep searches (shown first in the HParams tab).
+    sweep: str | None = setting(None, "the sweep this run is a trial of", group="sweeps", flag=False,
+                                hparam=True)
+    trial: int | None = setting(None, "the trial's number in its sweep", group="sweeps", flag=False,
+                                hparam=True)
+    swept: list[str] = setting((), "the settings its sweep searches", group="sweeps", flag=False)
+
     def validate(self) -> Config:
         for field in dataclasses.fields(self):
             value, meta = getattr(self, field.name), field.metadata
@@ -150,7 +158,8 @@ class Config:
 
     def hparams(self) -> dict[str, Any]:
         """The settings marked hparam=True, for TensorBoard's HParams tab."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["hparam"]}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["hparam"] and getattr(self, f.name) is not None}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

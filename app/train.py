@@ -28,6 +28,10 @@ class RunFailed(Exception):
     """Training could not go on (a full disk, say); the run is resumable from its last checkpoint."""
 
 
+class Diverged(RunFailed):
+    """The loss became NaN or infinite: the settings are at fault, not the machine."""
+
+
 class Interrupted(Exception):
     """Training was stopped by a signal; everything up to the last completed epoch is saved."""
 
@@ -114,7 +118,7 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     with _explained_failures(run_dir, model, scale):
         try:
             if epochs_done < config.epochs:
-                with _signals_raise_interrupted():
+                with signals_raise_interrupted():
                     # No steps_per_epoch: each epoch iterates `batches`, which hold one epoch.
                     model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
                               callbacks=callbacks, shuffle=False,
@@ -199,7 +203,7 @@ def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.S
         if not str(e).startswith(_KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
             raise
         step = int(model.optimizer.iterations.numpy())
-        raise RunFailed(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
+        raise Diverged(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
                         f"its checkpoint after epoch {_saved_epochs(run_dir)}. Lower --learning-rate and "
                         "start a new run") from None
     except OSError as e:  # a full disk, a log folder gone read-only or away
@@ -240,7 +244,7 @@ def _save_model(model: keras.Model, run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _signals_raise_interrupted():
+def signals_raise_interrupted():
     """Turn SIGTERM (docker stop) and SIGINT (Ctrl-C) into `Interrupted`, raised between steps.
 
     Python runs signal handlers between bytecodes, so this lands within one training step; the

@@ -40,10 +40,11 @@ class RunStart(keras.callbacks.Callback):
 
 
 def write_test_metrics(writer, metrics: dict, epoch: int) -> None:
-    """The final model's test loss and accuracy, as Scalars at the last epoch."""
+    """The final model's test loss and accuracy, and the epochs it trained, as Scalars at the last epoch."""
     with writer.as_default(step=epoch):
         tf.summary.scalar("test_accuracy", metrics["test_accuracy"])
         tf.summary.scalar("test_loss", metrics["test_loss"])
+        tf.summary.scalar("epochs_trained", epoch)  # fewer than --epochs when a sweep pruned it
     writer.flush()
 
 

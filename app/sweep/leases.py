@@ -1,0 +1,67 @@
+"""Which sweepers are alive: each holds a lock that the kernel drops the moment it dies.
+
+Optuna's journal storage has no heartbeat, so a trial whose sweeper was killed stays RUNNING.
+Every sweeper holds an exclusive flock(2) on its own file, <sweep>/sweepers/<id>.lock, for as
+long as it lives; a trial records the id of the sweeper that runs it. When a sweeper dies,
+however (Ctrl-C, docker stop, kill -9, OOM), the kernel releases its lock at once: a trial whose
+sweeper's lock can be taken is an orphan, and is taken over. No timeouts, no clocks to trust.
+flock works between processes and containers of one host that share the folder (one kernel);
+sweepers on several machines are Katib's job (docs/sweeps.md).
+
+`claiming()` serialises the choice of trials, so two sweepers never adopt the same orphan, and a
+trial is never seen RUNNING without its owner: it is asked for and owned under this lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import uuid
+from pathlib import Path
+
+
+class Sweeper:
+    """This process's identity, alive while the object (and its open lock file) is."""
+
+    def __init__(self, sweep_dir: Path):
+        self.folder = sweep_dir / "sweepers"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._file = open(self.folder / f"{self.id}.lock", "w")  # noqa: SIM115 (held for life)
+        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def is_alive(self, owner: str | None) -> bool:
+        """Whether sweeper `owner` still lives; its leftover lock file goes once it is known dead."""
+        if owner is None:
+            return False
+        if owner == self.id:
+            return True
+        path = self.folder / f"{owner}.lock"
+        try:
+            with open(path, "r+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        return False
+
+    def close(self) -> None:
+        path = Path(self._file.name)
+        path.unlink(missing_ok=True)
+        self._file.close()
+
+
+@contextlib.contextmanager
+def claiming(sweep_dir: Path):
+    """Hold the sweep's claim lock: one sweeper at a time picks, adopts or asks for a trial."""
+    with open(sweep_dir / "claim.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,273 @@
+"""The sweep file: what a sweep searches, read and checked in full before anything trains.
+
+A parameter names a setting of app/config.py and is checked with that setting's own type and
+validation, so a sweep can ask for nothing a single run would refuse. This module imports neither
+Optuna nor TensorFlow: a mistake in the file is reported in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.config import Config, ConfigError, flag
+
+# Metrics a trial reports after every epoch (Keras' history names), and which way is better.
+OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "accuracy": "maximize", "loss": "minimize"}
+SAMPLERS = ("tpe", "random", "grid")
+# The sweep names, resumes and places its trials itself.
+NOT_FIXABLE = ("run_name", "resume", "sweep", "trial", "swept", "summaries")
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
+_KEYS = {"name", "trials", "objective", "sampler", "pruning", "parameters", "fixed"}
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class SweepError(Exception):
+    """The sweep file or a flag is wrong; the message says where and what to do instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    name: str  # a setting of app/config.py
+    kind: str  # "float", "int" (ranges) or "choice"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            return {"choices": list(self.choices)}
+        return {"low": self.low, "high": self.high, "log": self.log}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruning:
+    startup_trials: int = 2  # trials finished before anything is pruned
+    warmup_epochs: int = 0  # epochs every trial trains before it can be pruned
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    name: str
+    trials: int
+    metric: str
+    direction: str
+    sampler: str
+    pruning: Pruning | None
+    parameters: tuple[Parameter, ...]
+    fixed: dict[str, Any]  # the file's `fixed:` and the flags given, flags winning
+    source: str
+
+    def space(self) -> dict[str, Any]:
+        """What makes a study this study: a restart with another space is another sweep."""
+        return {"objective": {"metric": self.metric, "direction": self.direction},
+                "sampler": self.sampler,
+                "parameters": {p.name: p.describe() for p in self.parameters}}
+
+    def space_json(self) -> str:
+        return json.dumps(self.space(), indent=2, sort_keys=True) + "\n"
+
+    def trial_config(self, params: dict[str, Any], number: int) -> Config:
+        """The config of trial `number`: a normal run, named for its sweep and number."""
+        return Config(**{**self.fixed, **params, "run_name": self.run_name(number), "resume": "auto",
+                         "sweep": self.name, "trial": number,
+                         "swept": [p.name for p in self.parameters]}).validate()
+
+    def run_name(self, number: int) -> str:
+        return f"{self.name}-trial-{number:03d}"
+
+
+def sweep_dir(log_dir: str, name: str) -> Path:
+    """Where the study of sweep `name` lives: <log-dir>/sweeps/<name>."""
+    return Path(log_dir) / "sweeps" / name
+
+
+def check_same_space(sweep: Sweep, log_dir: str) -> None:
+    """Refuse to continue sweep `name` with another parameter space (before anything is written)."""
+    saved = sweep_dir(log_dir, sweep.name) / "sweep.json"
+    try:
+        space = json.loads(saved.read_text())["space"] if saved.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        raise SweepError(f"{saved} is unreadable; move {saved.parent} away to start the sweep afresh") from None
+    if space is not None and space != sweep.space():
+        raise SweepError(f"{sweep.source}: sweep {sweep.name!r} in {saved.parent} was started with other "
+                         "parameters or objective; give the sweep a new name: to start a new one, or "
+                         "restore its parameters to continue it")
+
+
+def sweepable() -> list[str]:
+    """Settings a sweep may search: the hyperparameters, those that change what is learned."""
+    return [f.name for f in dataclasses.fields(Config) if f.metadata["hparam"] and f.metadata["flag"]]
+
+
+def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
+    """The sweep in file `path`, with `flags` (settings given on the command line) fixed."""
+    where = path
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError(f"{where}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SweepError(f"{where}: not valid YAML{at}; see docs/sweeps.md for the format") from None
+    if not isinstance(doc, dict):
+        raise SweepError(f"{where}: must be a YAML mapping (name:, trials:, parameters:, ...), "
+                         f"not {type(doc).__name__}; see docs/sweeps.md")
+    unknown = sorted(set(map(str, doc)) - _KEYS)
+    if unknown:
+        raise SweepError(f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(_KEYS))}")
+
+    name = doc.get("name", Path(path).stem)
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+        raise SweepError(f"{where}: name {name!r} is not a plain folder name: letters, digits, '.', '_' "
+                         "and '-' (up to 60), starting with a letter or digit")
+    count = doc.get("trials", 10) if trials is None else trials
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        origin = "--trials" if trials is not None else "trials"
+        raise SweepError(f"{where}: {origin} must be a whole number of at least 1 (got {count!r})")
+    metric, direction = _objective(doc.get("objective", "val_accuracy"), where)
+    sampler = doc.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
+    pruning = _pruning(doc.get("pruning", False), where)
+
+    raw = doc.get("parameters")
+    if not isinstance(raw, dict) or not raw:
+        raise SweepError(f"{where}: parameters must map at least one setting to its range or choices, "
+                         "e.g. learning_rate: {low: 0.001, high: 0.01, log: true}")
+    parameters = tuple(_parameter(str(n), spec, f"{where}: parameters.{n}") for n, spec in raw.items())
+    if sampler == "grid" and any(p.kind != "choice" for p in parameters):
+        raise SweepError(f"{where}: sampler grid needs choices for every parameter (a grid has no ranges)")
+
+    fixed_file = doc.get("fixed") or {}
+    if not isinstance(fixed_file, dict):
+        raise SweepError(f"{where}: fixed must map settings to values, e.g. epochs: 3")
+    swept = {p.name for p in parameters}
+    for origin, settings in (("fixed", fixed_file), ("flag", flags)):
+        for key in settings:
+            _check_fixable(str(key), origin, swept, where)
+    fixed = {**{k: _fixed_value(k, v, f"{where}: fixed.{k}") for k, v in fixed_file.items()}, **flags}
+    try:
+        Config(**fixed).validate()
+    except ConfigError as e:
+        raise SweepError(f"{where}: {e}") from None
+    return Sweep(name, count, metric, direction, sampler, pruning, parameters, fixed, path)
+
+
+def _objective(raw, where: str) -> tuple[str, str]:
+    if isinstance(raw, str):
+        raw = {"metric": raw}
+    if not isinstance(raw, dict) or set(raw) - {"metric", "direction"}:
+        raise SweepError(f"{where}: objective must be a metric name or {{metric: M, direction: D}}")
+    metric = raw.get("metric", "val_accuracy")
+    if metric not in OBJECTIVES:
+        raise SweepError(f"{where}: objective metric must be one of {', '.join(OBJECTIVES)} (got {metric!r})")
+    direction = raw.get("direction", OBJECTIVES[metric])
+    if direction not in ("maximize", "minimize"):
+        raise SweepError(f"{where}: objective direction must be maximize or minimize (got {direction!r})")
+    return metric, direction
+
+
+def _pruning(raw, where: str) -> Pruning | None:
+    if raw is False or raw is None:
+        return None
+    if raw is True:
+        return Pruning()
+    if not isinstance(raw, dict) or set(raw) - {"startup_trials", "warmup_epochs"}:
+        raise SweepError(f"{where}: pruning must be true, false or {{startup_trials: N, warmup_epochs: N}}")
+    values = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SweepError(f"{where}: pruning.{key} must be a whole number of at least 0 (got {value!r})")
+        values[key] = value
+    return Pruning(**values)
+
+
+def _field(name: str):
+    return next((f for f in dataclasses.fields(Config) if f.name == name), None)
+
+
+def _check_fixable(name: str, origin: str, swept: set[str], where: str) -> None:
+    field = _field(name)
+    shown = flag(field) if field else name
+    if origin == "flag" and name in swept:
+        raise SweepError(f"{where}: {shown} is a parameter of this sweep, so a flag cannot fix it; drop "
+                         f"the flag, or move {name} from parameters to fixed")
+    if field is None or not field.metadata["flag"]:
+        raise SweepError(f"{where}: fixed.{name}: no such setting; see python -m app --help")
+    if name in NOT_FIXABLE:
+        raise SweepError(f"{where}: {shown}: the sweep names and resumes each trial's run itself")
+    if origin == "fixed" and name in swept:
+        raise SweepError(f"{where}: {name} is both a parameter and fixed; keep one")
+
+
+def _parameter(name: str, raw, where: str) -> Parameter:
+    field = _field(name)
+    if field is None or not field.metadata["flag"]:
+        raise SweepError(f"{where}: no such setting; sweepable: {', '.join(sweepable())}")
+    if name not in sweepable():
+        raise SweepError(f"{where}: {flag(field)} does not change what is learned, so it is not swept; "
+                         f"sweepable: {', '.join(sweepable())} (fix others under fixed:)")
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: give {{low: A, high: B}} (log: true for a log range) or {{choices: [...]}}")
+    if "choices" in raw:
+        if set(raw) != {"choices"}:
+            raise SweepError(f"{where}: choices cannot be combined with {', '.join(sorted(set(raw) - {'choices'}))}")
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SweepError(f"{where}: choices must be a non-empty list")
+        values = tuple(_fixed_value(name, c, where) for c in choices)
+        if len(set(values)) != len(values):
+            raise SweepError(f"{where}: choices repeat a value ({list(choices)})")
+        return Parameter(name, "choice", choices=values)
+
+    if field.type not in ("int", "float"):
+        raise SweepError(f"{where}: {flag(field)} is not a number, so it takes choices: [...], not a range")
+    if set(raw) - {"low", "high", "log"} or not {"low", "high"} <= set(raw):
+        raise SweepError(f"{where}: a range is {{low: A, high: B}}, with log: true for a log range")
+    low, high = (_fixed_value(name, raw[k], f"{where}.{k}") for k in ("low", "high"))
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        raise SweepError(f"{where}.log must be true or false (got {log!r})")
+    if log and low <= 0:
+        raise SweepError(f"{where}: a log range must lie above 0 (low is {low!r}); raise low, or drop log: true")
+    if low > high:
+        raise SweepError(f"{where}: the range is inverted (low {low!r} > high {high!r}); swap them")
+    if low == high:
+        raise SweepError(f"{where}: the range is empty (low = high = {low!r}); put a single value under fixed:")
+    return Parameter(name, field.type, low=low, high=high, log=log)
+
+
+def _fixed_value(name: str, value, where: str):
+    """`value` as setting `name` takes it, checked by the setting's own validation."""
+    field = _field(name)
+    kind = field.type
+    if isinstance(value, str) and kind == "float" and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; a user means the number
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool)}.get(kind, lambda v: isinstance(v, str))
+    if kind == "str | None":
+        ok = lambda v: isinstance(v, str)  # noqa: E731
+    if not ok(value):
+        wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(kind, "text")
+        raise SweepError(f"{where}: {flag(field)} takes {wanted} (got {value!r})")
+    if kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise SweepError(f"{where}: {flag(field)} must be finite (got {value!r})")
+    try:
+        Config(**{name: value}).validate()
+    except ConfigError as e:
+        raise SweepError(f"{where}: {e}") from None
+    return value

@@ -1,0 +1,117 @@
+"""The Optuna study behind a sweep: its storage, sampler and pruner, and who runs which trial.
+
+<log-dir>/sweeps/<name>/ holds the study: journal.log (Optuna's JournalStorage, made for several
+processes sharing one file), sweep.json (the parameter space the study was started with), the
+sweepers' lock files (leases.py) and summary.json. Trials are run folders under <log-dir>/fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from app import runs
+from app.sweep import leases
+from app.sweep.spec import Sweep, check_same_space, sweep_dir
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+               TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+OWNER = "sweeper"  # the user attr naming the sweeper that runs a trial
+
+
+def open_study(sweep: Sweep, log_dir: str) -> optuna.Study:
+    """Create the study, or load it when another sweeper (or an earlier start) made it."""
+    folder = sweep_dir(log_dir, sweep.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
+    with leases.claiming(folder):
+        check_same_space(sweep, log_dir)
+        if not (folder / "sweep.json").is_file():
+            runs.write_json(folder / "sweep.json", {"space": sweep.space(), "file": sweep.source})
+        storage = JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+        return optuna.create_study(storage=storage, study_name=sweep.name, load_if_exists=True,
+                                   direction=sweep.direction, sampler=_sampler(sweep),
+                                   pruner=_pruner(sweep))
+
+
+def _sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
+    if sweep.sampler == "grid":
+        # Concurrent sweepers may run a grid point twice (Optuna's GridSampler docs): asked for.
+        return optuna.samplers.GridSampler({p.name: list(p.choices) for p in sweep.parameters})
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler()
+    # TPE with Optuna 5's constant liar: running trials count as bad guesses, so parallel sweepers
+    # spread out instead of all trying the same point. Random until a third of the trials (at
+    # most 10, Optuna's default) have finished; no seed, or every sweeper would draw the same.
+    return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, sweep.trials // 3)),
+                                      constant_liar=True)
+
+
+def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    if sweep.pruning is None:
+        return optuna.pruners.NopPruner()
+    # The median rule: stop a trial whose objective so far is worse than the median of the other
+    # trials at the same epoch. Hyperband would prune nothing until a whole trial completes.
+    return optuna.pruners.MedianPruner(n_startup_trials=sweep.pruning.startup_trials,
+                                       n_warmup_steps=sweep.pruning.warmup_epochs)
+
+
+def next_trial(study: optuna.Study, sweeper: leases.Sweeper, wanted: int) -> tuple[optuna.Trial | None, bool]:
+    """(trial, done): an orphan to take over, else a new trial, else None while others finish theirs.
+
+    done: the study already has `wanted` finished trials.
+    """
+    with leases.claiming(sweeper.folder.parent):
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        if finished >= wanted:
+            return None, True
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        orphan = next((t for t in running if not sweeper.is_alive(t.user_attrs.get(OWNER))), None)
+        if orphan is not None:
+            trial = optuna.Trial(study, orphan._trial_id)
+        elif finished + len(running) < wanted:
+            trial = study.ask()
+        else:
+            return None, False
+        trial.set_user_attr(OWNER, sweeper.id)
+        return trial, False
+
+
+def summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, log_dir: str) -> dict[str, Any]:
+    """Every trial of the study, for summary.json: number, state, parameters, value, run folder."""
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        state = STATE_NAMES.get(t.state, t.state.name.lower())
+        if t.state == TrialState.RUNNING and not sweeper.is_alive(t.user_attrs.get(OWNER)):
+            state = "interrupted"  # its sweeper died; the next sweeper to start continues it
+        trials.append({"number": t.number, "state": state, "params": t.params, "value": t.value,
+                       "epochs_reported": len(t.intermediate_values),
+                       "run": str(runs.fit_dir(log_dir) / sweep.run_name(t.number))})
+    counts = {s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "failed")}
+    return {"sweep": sweep.name, "objective": {"metric": sweep.metric, "direction": sweep.direction},
+            "trials_wanted": sweep.trials, **counts, "best": _best(trials, sweep), "trials": trials}
+
+
+def ranked(trials: list[dict], sweep: Sweep) -> list[dict]:
+    """Complete trials, best first."""
+    done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
+    return sorted(done, key=lambda t: t["value"], reverse=sweep.direction == "maximize")
+
+
+def _best(trials: list[dict], sweep: Sweep) -> dict | None:
+    best = ranked(trials, sweep)
+    return best[0] if best else None
+
+
+def write_summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, log_dir: str) -> dict:
+    folder = sweep_dir(log_dir, sweep.name)
+    with leases.claiming(folder):  # one writer of summary.json (and its temporary file) at a time
+        report = summary(study, sweep, sweeper, log_dir)
+        runs.write_json(folder / "summary.json", report)
+    return report
