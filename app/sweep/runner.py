@@ -72,8 +72,8 @@ def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digit
     reporter = ReportEachEpoch(trial, sweep.metric, prune=sweep.pruning is not None, epochs=config.epochs)
     if continued:
         # The run's own resume rules: a flag that changed a kept setting is refused, as for a run.
-        given = {k: getattr(config, k) for k in (*sweep.fixed, *params, "run_name", "resume", "sweep", "trial",
-                                                 "swept")}
+        set_here = (*sweep.fixed, *params, "run_name", "resume", "sweep", "trial", "swept")
+        given = {k: getattr(config, k) for k in set_here}
         config = resumed((run_dir / "config.json").read_text(), given)
         saved = checkpoints.latest(run_dir)
         if saved is not None and reporter.catch_up(saved.state.history):
@@ -160,12 +160,12 @@ def table(report: dict, sweep: Sweep, top: int = 5) -> str:
         return "\n".join([*lines, "no trial completed"])
     names = [p.name for p in sweep.parameters]
     header = ["rank", "trial", sweep.metric, *names, "run"]
-    rows = [[str(i), str(t["number"]), f"{t['value']:.4f}", *(_shown(t["params"][n]) for n in names), t["run"]]
-            for i, t in enumerate(best, 1)]
+    rows = [[str(i), str(t["number"]), f"{t['value']:.4f}", *(_shown(t["params"][n]) for n in names),
+             t["run"]] for i, t in enumerate(best, 1)]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     for row in [header, *rows]:
         lines.append("  ".join(cell.rjust(w) if c < len(row) - 1 else cell
-                               for c, (cell, w) in enumerate(zip(row, widths))))
+                               for c, (cell, w) in enumerate(zip(row, widths, strict=True))))
     settings = {**sweep.fixed, **best[0]["params"]}
     lines.append("best: " + command(settings))
     return "\n".join(lines)

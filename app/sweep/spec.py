@@ -95,7 +95,8 @@ def check_same_space(sweep: Sweep, log_dir: str) -> None:
     try:
         space = json.loads(saved.read_text())["space"] if saved.is_file() else None
     except (ValueError, KeyError, TypeError):
-        raise SweepError(f"{saved} is unreadable; move {saved.parent} away to start the sweep afresh") from None
+        raise SweepError(f"{saved} is unreadable; move {saved.parent} away to start the sweep "
+                         "afresh") from None
     if space is not None and space != sweep.space():
         raise SweepError(f"{sweep.source}: sweep {sweep.name!r} in {saved.parent} was started with other "
                          "parameters or objective; give the sweep a new name: to start a new one, or "
@@ -219,10 +220,12 @@ def _parameter(name: str, raw, where: str) -> Parameter:
         raise SweepError(f"{where}: {flag(field)} does not change what is learned, so it is not swept; "
                          f"sweepable: {', '.join(sweepable())} (fix others under fixed:)")
     if not isinstance(raw, dict):
-        raise SweepError(f"{where}: give {{low: A, high: B}} (log: true for a log range) or {{choices: [...]}}")
+        raise SweepError(f"{where}: give {{low: A, high: B}} (log: true for a log range) "
+                         "or {choices: [...]}")
     if "choices" in raw:
         if set(raw) != {"choices"}:
-            raise SweepError(f"{where}: choices cannot be combined with {', '.join(sorted(set(raw) - {'choices'}))}")
+            others = ", ".join(sorted(set(raw) - {"choices"}))
+            raise SweepError(f"{where}: choices cannot be combined with {others}")
         choices = raw["choices"]
         if not isinstance(choices, list) or not choices:
             raise SweepError(f"{where}: choices must be a non-empty list")
@@ -240,11 +243,13 @@ def _parameter(name: str, raw, where: str) -> Parameter:
     if not isinstance(log, bool):
         raise SweepError(f"{where}.log must be true or false (got {log!r})")
     if log and low <= 0:
-        raise SweepError(f"{where}: a log range must lie above 0 (low is {low!r}); raise low, or drop log: true")
+        raise SweepError(f"{where}: a log range must lie above 0 (low is {low!r}); raise low, "
+                         "or drop log: true")
     if low > high:
         raise SweepError(f"{where}: the range is inverted (low {low!r} > high {high!r}); swap them")
     if low == high:
-        raise SweepError(f"{where}: the range is empty (low = high = {low!r}); put a single value under fixed:")
+        raise SweepError(f"{where}: the range is empty (low = high = {low!r}); put a single value "
+                         "under fixed:")
     return Parameter(name, field.type, low=low, high=high, log=log)
 
 
