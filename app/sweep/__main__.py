@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from pathlib import Path
 
 from app import distribution, runs
+from app.compose_cluster import count_gpus
 from app.config import Config, ConfigError, add_arguments, flag_fields
 from app.data import DataError, load
+from app.sweep.leases import keep_one_gpu
 from app.sweep.spec import NOT_FIXABLE, SweepError, check_same_space
 from app.sweep.spec import load as load_sweep
 
@@ -33,7 +37,10 @@ def parser() -> argparse.ArgumentParser:
                     "(Ctrl-C, docker stop, kill -9) the same command continues the sweep, and an "
                     "interrupted trial continues from its last completed epoch.",
         epilog="Every python -m app flag below fixes that setting in every trial (flags win over the "
-               "file's fixed:); a flag for a setting the sweep searches is an error.")
+               "file's fixed:); a flag for a setting the sweep searches is an error. Environment: "
+               "SWEEP_ARGS, more flags (split as a shell would; for compose); SWEEPERS, how many "
+               "sweepers share this machine (default 1): on a CPU each trains with its share of the "
+               "cores. A sweeper handed several GPUs trains on one of its own.")
     p.add_argument("file", metavar="FILE", help="the sweep file (YAML), e.g. sweeps/default.yaml")
     p.add_argument("--trials", type=int, metavar="N",
                    help="finished trials the study should have (default: the file's trials)")
@@ -43,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        argv = [*argv, *shlex.split(os.environ.get("SWEEP_ARGS", ""))]
+    except ValueError as e:
+        return _fail(f"SWEEP_ARGS={os.environ['SWEEP_ARGS']!r}: {e}; quote it as in a shell", 2)
     given = vars(parser().parse_args(argv))
     path, trials = given.pop("file"), given.pop("trials")
     try:
@@ -52,19 +64,42 @@ def main(argv: list[str] | None = None) -> int:
         runs.check_writable(base.log_dir)
         check_same_space(sweep, base.log_dir)
         digits = load(base.dataset, base.data) if base.data else None
+        sweepers = _sweepers(os.environ.get("SWEEPERS", "1"))
     except (SweepError, ConfigError, DataError) as e:
         return _fail(e, 2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    gpu = keep_one_gpu(Path(base.log_dir) / "sweeps" / "gpu-locks", count_gpus(), os.environ)
+    if gpu is not None:
+        print(f"sweeper: training on GPU {gpu} of {count_gpus()}", flush=True)
+    threads = _share_of_cores(sweepers) if gpu is None and sweepers > 1 and count_gpus() == 0 else None
     from app.sweep.runner import run_sweep
     from app.train import RunFailed
 
     try:
-        return run_sweep(sweep, digits)
+        return run_sweep(sweep, digits, threads)
     except (SweepError, ConfigError, DataError) as e:
         return _fail(e, 2)
     except RunFailed as e:
         return _fail(e, 1)
+
+
+def _sweepers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise SweepError(f"SWEEPERS must be a whole number of at least 1 (got {text!r})")
+    return int(text)
+
+
+def _share_of_cores(sweepers: int) -> int:
+    """The threads each of `sweepers` sweepers on one CPU host trains with: its share of the cores.
+
+    TensorFlow sizes its thread pools to every core by default, so sweepers side by side would
+    oversubscribe them (docs/sweeps.md has the measurement).
+    """
+    threads = max(1, len(os.sched_getaffinity(0)) // sweepers)
+    print(f"sweeper: one of {sweepers} on this CPU host, {threads} thread{'s' * (threads != 1)} each",
+          flush=True)
+    return threads
 
 
 def _fail(message: object, code: int) -> int:

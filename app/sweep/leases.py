@@ -65,3 +65,31 @@ def claiming(sweep_dir: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def keep_one_gpu(folder: Path, gpus: int, environ: dict) -> int | None:
+    """Choose this sweeper's GPU among `gpus` handed to it; set CUDA_VISIBLE_DEVICES in `environ`.
+
+    Compose replicas that each reserve `count: 1` may all get the same GPU, so every sweeper is
+    handed all of them and keeps the first whose lock (folder/gpu-N.lock) it can take, for life.
+    With more sweepers than GPUs, the extra ones share a GPU (by process id). Returns the GPU.
+    """
+    if gpus < 2 or "CUDA_VISIBLE_DEVICES" in environ:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = os.getpid() % gpus
+    for index in range(gpus):
+        f = open(folder / f"gpu-{index}.lock", "a")  # noqa: SIM115 (held for life when taken)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        _held.append(f)
+        chosen = index
+        break
+    environ["CUDA_DEVICE_ORDER"], environ["CUDA_VISIBLE_DEVICES"] = "PCI_BUS_ID", str(chosen)
+    return chosen
+
+
+_held: list = []  # the GPU lock this process keeps

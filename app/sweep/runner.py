@@ -16,6 +16,7 @@ import time
 
 import keras
 import optuna
+import tensorflow as tf
 from optuna.trial import TrialState
 
 from app import checkpoints, data, runs
@@ -28,7 +29,10 @@ from app.train import Diverged, Interrupted, signals_raise_interrupted, train
 WAIT_SECONDS = 2  # how often a sweeper with nothing to do looks again (to take over an orphan)
 
 
-def run_sweep(sweep: Sweep, digits: data.Digits | None) -> int:
+def run_sweep(sweep: Sweep, digits: data.Digits | None, threads: int | None = None) -> int:
+    if threads:  # before TensorFlow runs its first op, or it is too late to size its pools
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     log_dir = Config(**sweep.fixed).log_dir
     the_study = study.open_study(sweep, log_dir)
     sweeper = leases.Sweeper(sweep_dir(log_dir, sweep.name))
