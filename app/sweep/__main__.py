@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep = load_sweep(path, given, trials)
         base = Config(**sweep.fixed).validate()
         distribution.check(base)
-        runs.check_writable(base.log_dir)
         check_same_space(sweep, base.log_dir)
         digits = load(base.dataset, base.data) if base.data else None
         sweepers = _sweepers(os.environ.get("SWEEPERS", "1"))
+        runs.check_writable(base.log_dir)  # the first thing written, once all else is known good
     except (SweepError, ConfigError, DataError) as e:
         return _fail(e, 2)
 

@@ -1,0 +1,115 @@
+"""The sweep file and the sweep's flags: every mistake is one line and exit 2, with nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, cli_env
+
+from app.sweep import spec
+
+GOOD = """\
+name: s
+trials: 2
+parameters:
+  learning_rate: {low: 0.001, high: 0.01, log: true}
+  batch_size: {choices: [32, 64]}
+fixed:
+  epochs: 1
+"""
+
+
+def sweep_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.sweep", *args], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def refused(tmp_path, text: str, *flags: str) -> str:
+    (tmp_path / "s.yaml").write_text(text)
+    result = sweep_cli("s.yaml", *flags, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == "" and not (tmp_path / "logs").exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("text, flags, says", [
+    (GOOD.replace("batch_size:", "no_such:"), (), "parameters.no_such: no such setting; sweepable: epochs"),
+    (GOOD.replace("batch_size:", "batch_log_every:"), (), "does not change what is learned"),
+    (GOOD.replace("[32, 64]", "[32, 6.5]"), (), "--batch-size takes a whole number (got 6.5)"),
+    (GOOD.replace("[32, 64]", "[]"), (), "choices must be a non-empty list"),
+    (GOOD.replace("[32, 64]", "[32, 32]"), (), "choices repeat a value"),
+    (GOOD.replace("[32, 64]", "[32, 0]"), (), "--batch-size must be a positive whole number (got 0)"),
+    (GOOD.replace("high: 0.01", "high: 0.001"), (), "the range is empty"),
+    (GOOD.replace("high: 0.01", "high: 0.0001"), (), "the range is inverted"),
+    (GOOD.replace("low: 0.001", "low: 0"), (), "--learning-rate must be a positive number (got 0.0)"),
+    (GOOD.replace("learning_rate: {low: 0.001, high: 0.01, log: true}", "seed: {low: 0, high: 9, log: true}"),
+     (), "a log range must lie above 0"),
+    (GOOD.replace("low: 0.001", "low: fast"), (), "--learning-rate takes a number (got 'fast')"),
+    (GOOD.replace("trials: 2", "trials: 0"), (), "trials must be a whole number of at least 1 (got 0)"),
+    (GOOD, ("--trials", "0"), "--trials must be a whole number of at least 1 (got 0)"),
+    (GOOD, ("--learning-rate", "0.1"), "--learning-rate is a parameter of this sweep, so a flag cannot"),
+    (GOOD.replace("epochs: 1", "epochs: 0"), (), "--epochs must be a positive whole number (got 0)"),
+    (GOOD.replace("epochs: 1", "run_name: x"), (), "the sweep names and resumes each trial's run itself"),
+    (GOOD.replace("epochs: 1", "learning_rate: 0.1"), (), "learning_rate is both a parameter and fixed"),
+    (GOOD + "objective: test_accuracy\n", (), "objective metric must be one of val_accuracy"),
+    (GOOD + "sampler: grid\n", (), "sampler grid needs choices for every parameter"),
+    (GOOD + "pruning: sometimes\n", (), "pruning must be true, false or"),
+    (GOOD + "epochs: 3\n", (), "unknown key 'epochs'"),
+    (GOOD.replace("name: s", "name: ../up"), (), "is not a plain folder name"),
+    ("name: [unclosed\n", (), "not valid YAML at line"),
+    ("- a\n- b\n", (), "must be a YAML mapping"),
+    ("", (), "must be a YAML mapping"),
+    (GOOD.replace("parameters:\n", "parameters: {}\nx:\n"), (), "unknown key 'x'"),
+])
+def test_a_mistake_is_one_line_and_exit_2_with_nothing_written(tmp_path, text, flags, says):
+    assert says in refused(tmp_path, text, *flags)
+
+
+def test_a_missing_file_and_bad_flags_are_refused(tmp_path):
+    result = sweep_cli("nowhere.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "nowhere.yaml: cannot read it" in result.stderr
+    (tmp_path / "s.yaml").write_text(GOOD)
+    result = sweep_cli("s.yaml", "--run-name", "x", cwd=tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: --run-name" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_the_same_name_with_another_space_is_refused_and_nothing_changes(tmp_path):
+    (tmp_path / "s.yaml").write_text(GOOD)
+    started = spec.load(str(tmp_path / "s.yaml"), {})
+    folder = tmp_path / "logs" / "sweeps" / "s"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"space": started.space()}))
+    before = sorted(p.name for p in (tmp_path / "logs").rglob("*"))
+    (tmp_path / "s.yaml").write_text(GOOD.replace("[32, 64]", "[32, 128]"))
+    result = sweep_cli("s.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sweep 's' in logs/sweeps/s was started with other parameters" in result.stderr
+    assert "give the sweep a new name" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "logs").rglob("*")) == before
+
+
+def test_settings_are_read_with_their_own_types(tmp_path):
+    text = GOOD.replace("low: 0.001", "low: 1e-3").replace("epochs: 1", "epochs: 2")
+    (tmp_path / "s.yaml").write_text(text)
+    sweep = spec.load(str(tmp_path / "s.yaml"), {"epochs": 4, "seed": 3})
+    lr, batch = sweep.parameters
+    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 0.001, 0.01, True)  # 1e-3: YAML 1.1 text
+    assert (batch.kind, batch.choices) == ("choice", (32, 64))
+    assert sweep.fixed == {"epochs": 4, "seed": 3}  # flags win over the file's fixed:
+    assert (sweep.metric, sweep.direction, sweep.sampler) == ("val_accuracy", "maximize", "tpe")
+    assert sweep.pruning is None
+    config = sweep.trial_config({"learning_rate": 0.002, "batch_size": 64}, 7)
+    assert (config.run_name, config.resume, config.sweep, config.trial) == ("s-trial-007", "auto", "s", 7)
+    assert (config.epochs, config.seed, config.learning_rate) == (4, 3, 0.002)
+
+
+def test_the_shipped_sweep_is_valid():
+    sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
+    assert sweep.name == "default" and {p.name for p in sweep.parameters} == {"learning_rate", "batch_size"}
+    assert sweep.pruning is not None and sweep.fixed == {"epochs": 3}
