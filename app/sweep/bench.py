@@ -1,0 +1,154 @@
+"""python -m app.sweep.bench: what pruning and parallel sweepers save, on the very same trials.
+
+Draws TRIALS parameter sets once from the sweep file's space (seeded), then runs them as a real
+sweep (python -m app.sweep processes) in each variant, the trials enqueued in the same order:
+  one sweeper                  no pruning: every trial trains all its epochs
+  one sweeper, pruning         the median pruner of the sweep file's `pruning: true`
+  two sweepers, a core share   pruning, two processes at once, SWEEPERS=2 (each 1/2 of the cores)
+  two sweepers, all cores      pruning, two processes at once, TensorFlow's own thread pools
+Per variant: wall time from the first start to the last exit, trials complete and pruned, epochs
+trained, and the best trial's validation accuracy. The default data is the first 10,000 training
+images of Debian's Fashion-MNIST (dataset-fashion-mnist) and its 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from app import cpu, data
+from app.bench import FASHION_MNIST
+from app.config import PRECISIONS
+from app.sweep import spec
+
+VARIANTS = {  # name: (sweepers, pruning, SWEEPERS in their environment)
+    "one sweeper": (1, False, None),
+    "one sweeper, pruning": (1, True, None),
+    "two sweepers, pruning, a core share each": (2, True, "2"),
+    "two sweepers, pruning, all cores each": (2, True, None),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app.sweep.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("file", nargs="?", default="sweeps/default.yaml",
+                   help="the sweep whose space the trials come from (default: %(default)s)")
+    p.add_argument("--data", default=str(FASHION_MNIST) if FASHION_MNIST.is_dir() else None,
+                   help=f"an .npz or a folder of MNIST IDX files (default: {FASHION_MNIST})")
+    p.add_argument("--train-images", type=int, default=10_000,
+                   help="the first N training images (default: 10000)")
+    p.add_argument("--trials", type=int, default=8, help="trials per variant (default: 8)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per trial (default: 3)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as python -m app (default: auto)")
+    p.add_argument("--variant", choices=VARIANTS, action="append", help="run only these (repeatable)")
+    p.add_argument("--out", default="artifacts/bench-sweep.json",
+                   help="the results as JSON (default: %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.data is None:
+        print(f"error: no data: install Debian's dataset-fashion-mnist ({FASHION_MNIST}) or pass --data PATH",
+              file=sys.stderr)
+        return 2
+    try:
+        sweep = spec.load(args.file, {"epochs": args.epochs, "precision": args.precision}, args.trials)
+        digits = data.load("mnist", args.data)
+    except (spec.SweepError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trials = draw(sweep, args.trials)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as work:
+        npz = Path(work) / "data.npz"
+        np.savez(npz, x_train=digits.x_train[:args.train_images], y_train=digits.y_train[:args.train_images],
+                 x_test=digits.x_test, y_test=digits.y_test)
+        for name in args.variant or VARIANTS:
+            results.append(measure(name, sweep, trials, npz, Path(work) / f"v{len(results)}", args))
+            print(row(results[-1]), flush=True)
+    report = {"cpu": cpu.description(), "data": f"{args.data}: first {args.train_images} training images, "
+              f"{len(digits.x_test)} test images", "trials": args.trials, "epochs": args.epochs,
+              "precision": args.precision, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{report['cpu']}; {report['data']}; {args.trials} trials of {args.epochs} epochs, "
+          f"--precision {args.precision}\n\n" + table(results))
+    return 0
+
+
+def draw(sweep: spec.Sweep, count: int) -> list[dict]:
+    """`count` parameter sets from the sweep's space, the same ones every time (seeded)."""
+    import optuna
+
+    from app.sweep.runner import _suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(count):
+        trial = study.ask()
+        drawn.append({p.name: _suggest(trial, p) for p in sweep.parameters})
+        study.tell(trial, 0.0)
+    return drawn
+
+
+def measure(name: str, sweep: spec.Sweep, trials: list[dict], npz: Path, folder: Path, args) -> dict:
+    from app.sweep import study
+
+    sweepers, pruning, share = VARIANTS[name]
+    folder.mkdir(parents=True)
+    file = folder / "bench.yaml"
+    file.write_text(yaml.safe_dump({
+        "name": "bench", "trials": len(trials), "objective": sweep.metric, "sampler": sweep.sampler,
+        "pruning": pruning, "parameters": {p.name: p.describe() if p.kind != "choice" else
+                                           {"choices": list(p.choices)} for p in sweep.parameters}}))
+    log_dir = folder / "logs"
+    the_study = study.open_study(spec.load(str(file), {"log_dir": str(log_dir)}), str(log_dir))
+    for params in trials:
+        the_study.enqueue_trial(params)
+    env = {k: v for k, v in os.environ.items() if k != "SWEEPERS"}
+    env |= {"SWEEPERS": share} if share else {}
+    command = [sys.executable, "-m", "app.sweep", str(file), "--data", str(npz), "--log-dir", str(log_dir),
+               *(f"--{k.replace('_', '-')}={v}" for k, v in sweep.fixed.items())]
+    started = time.perf_counter()
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(sweepers)]
+    for process in processes:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"error: {name}: a sweeper failed with {process.returncode}:\n{err[-2000:]}")
+    wall = time.perf_counter() - started
+    report = json.loads((log_dir / "sweeps" / "bench" / "summary.json").read_text())
+    epochs = sum(json.loads((Path(t["run"]) / "metrics.json").read_text())["epochs_completed"]
+                 for t in report["trials"])
+    best = report["best"] or {}
+    return {"variant": name, "sweepers": sweepers, "pruning": pruning,
+            "threads": "a share" if share else "all", "wall_seconds": round(wall, 1),
+            "complete": report["complete"], "pruned": report["pruned"], "epochs_trained": epochs,
+            "best_val_accuracy": best.get("value"), "best_params": best.get("params")}
+
+
+def row(r: dict) -> str:
+    best = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
+    return (f"| {r['variant']} | {r['wall_seconds']:.1f} | {r['complete']} + {r['pruned']} | "
+            f"{r['epochs_trained']} | {best} |")
+
+
+def table(results: list[dict]) -> str:
+    header = ["| variant | wall s | complete + pruned | epochs trained | best val_accuracy |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    return "\n".join([*header, *(row(r) for r in results)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
