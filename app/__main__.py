@@ -16,14 +16,14 @@ from app.config import Config, ConfigError, add_arguments, resumed
 from app.data import DataError, load
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         # One line, not argparse's usage block: the message already names the flag.
-        self.exit(2, f"error: {message} (see python -m app --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m app",
         description="Train the MNIST CNN and log everything to TensorBoard. "
                     "Runs go to LOG_DIR/fit/RUN_NAME; point TensorBoard at LOG_DIR/fit.",

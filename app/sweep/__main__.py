@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from app import distribution, runs
+from app.__main__ import OneLineParser
 from app.compose_cluster import count_gpus
 from app.config import Config, ConfigError, add_arguments, flag_fields
 from app.data import DataError, load
@@ -22,13 +23,8 @@ from app.sweep.spec import NOT_FIXABLE, SweepError, check_same_space
 from app.sweep.spec import load as load_sweep
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see python -m app.sweep --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m app.sweep",
         description="Run trials of the sweep in FILE (docs/sweeps.md) until its study has the file's "
                     "number of finished trials; each trial is a normal run in LOG_DIR/fit/NAME-trial-NNN, "
