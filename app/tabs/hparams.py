@@ -30,11 +30,12 @@ METRICS = {
     "val_accuracy": ("validation", "epoch_accuracy", "validation accuracy"),
     "val_loss": ("validation", "epoch_loss", "validation loss"),
     "test_accuracy": ("", "test_accuracy", "test accuracy"),
+    # Within the first five, which the tab shows without a click: how a trial ended.
+    "epochs_trained": ("", "epochs_trained", "epochs trained"),
+    "trial_pruned": ("", "trial_pruned", "pruned (1: stopped early)"),
     "test_loss": ("", "test_loss", "test loss"),
     "accuracy": ("train", "epoch_accuracy", "training accuracy"),
     "loss": ("train", "epoch_loss", "training loss"),
-    "epochs_trained": ("", "epochs_trained", "epochs trained"),
-    "trial_pruned": ("", "trial_pruned", "pruned (1: stopped early)"),
 }
 # Every hparam a run can have besides the settings: read from the model.
 MODEL_HPARAMS = ("precision", "optimizer", "dropout")
