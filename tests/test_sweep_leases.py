@@ -42,7 +42,7 @@ def test_a_sweeper_is_alive_until_it_is_killed_and_then_its_lock_file_goes(tmp_p
 def test_each_sweeper_keeps_a_gpu_of_its_own_and_extra_ones_share(tmp_path):
     # Each call opens its own lock file, as another process would: flock locks conflict between them.
     chosen = [leases.keep_one_gpu(tmp_path, 2, {}) for _ in range(3)]
-    assert chosen[:2] == [0, 1] and chosen[2] == os.getpid() % 2
+    assert chosen[:2] == [0, 1] and chosen[2] in (0, 1)
     env = {}
     leases.keep_one_gpu(tmp_path / "other", 4, env)
     assert env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0"}

@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import uuid
+import zlib
 from pathlib import Path
 
 
@@ -72,12 +73,13 @@ def keep_one_gpu(folder: Path, gpus: int, environ: dict) -> int | None:
 
     Compose replicas that each reserve `count: 1` may all get the same GPU, so every sweeper is
     handed all of them and keeps the first whose lock (folder/gpu-N.lock) it can take, for life.
-    With more sweepers than GPUs, the extra ones share a GPU (by process id). Returns the GPU.
+    With more sweepers than GPUs, the extra ones share a GPU (by host name and process id). Returns the GPU.
     """
     if gpus < 2 or "CUDA_VISIBLE_DEVICES" in environ:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    chosen = os.getpid() % gpus
+    # Every sweeper container is PID 1: the host name (the container's id) tells them apart.
+    chosen = zlib.crc32(f"{socket.gethostname()}-{os.getpid()}".encode()) % gpus
     for index in range(gpus):
         f = open(folder / f"gpu-{index}.lock", "a")  # noqa: SIM115 (held for life when taken)
         try:

@@ -158,7 +158,8 @@ class ReportEachEpoch(keras.callbacks.Callback):
 def table(report: dict, sweep: Sweep, top: int = 5) -> str:
     """The best trials, ranked, and the python -m app command that repeats the best one."""
     counts = ", ".join(f"{report[s]} {s}" for s in ("complete", "pruned", "failed"))
-    lines = [f"sweep {sweep.name}: {len(report['trials'])} trials ({counts})"]
+    total = len(report["trials"])
+    lines = [f"sweep {sweep.name}: {total} trial{'s' * (total != 1)} ({counts})"]
     best = study.ranked(report["trials"], sweep)[:top]
     if not best:
         return "\n".join([*lines, "no trial completed"])
