@@ -48,6 +48,9 @@ RUN groupadd --gid "${GID}" trainer \
 
 WORKDIR /app
 COPY app ./app
+# The shipped sweep files (a few hundred bytes), so the image alone runs python -m app.sweep
+# sweeps/default.yaml; compose mounts ./sweeps over them, so edited ones need no rebuild.
+COPY sweeps ./sweeps
 USER ${UID}:${GID}
 
 # Exec form: flags pass straight through, and SIGTERM from `docker stop` reaches Python.

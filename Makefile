@@ -15,14 +15,18 @@ SHELL := /bin/bash
 #   GPUS              GPUs the trainer reserves where Docker can give them: a number or all (default 1)
 #   WORKERS           make multiworker: worker containers besides the chief (default 1)
 #   MULTIWORKER_RUN   make multiworker: the run they train, continued if it exists (default multiworker)
+#   SWEEP             make sweep: the sweep file, a path in the container: sweeps/NAME.yaml (./sweeps
+#                     is mounted) or /data/... (default sweeps/default.yaml)
+#   SWEEPERS          make sweep: sweeper containers sharing the sweep (default 2)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
-	MULTIWORKER_RUN
+	MULTIWORKER_RUN SWEEP SWEEPERS
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
 MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTIWORKER_ARGS='--epochs 3'
+SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--epochs 2 --trials 4'
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 PROFILE_ARGS ?=# flags for python -m app.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
@@ -42,7 +46,10 @@ RUN_ARGS = $(TRAIN_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(TRAIN_ARGS)
 # The same for make multiworker, whose flags reach the containers as MULTIWORKER_ARGS (set only when
 # there are any, so that a line in .env holds otherwise).
 MW_ARGS = $(strip $(MULTIWORKER_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(MULTIWORKER_ARGS)),,--data /data)))
-MULTIWORKER = docker compose --profile multiworker
+# The same for make sweep and SWEEP_ARGS; --data is looked for as a word (--dataset is another flag).
+SW_ARGS = $(strip $(SWEEP_ARGS) $(if $(DATA_DIR),$(if $(filter --data --data=%,$(SWEEP_ARGS)),,--data /data)))
+# Passed to the sweepers only when there are any (below), so that a line in .env holds otherwise.
+unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 # .env's first lines; make setup rewrites these and HOST_UID, HOST_GID, COMPOSE_FILE, nothing else.
@@ -50,12 +57,12 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train multiworker tensorboard logs gpu-check build test test-slow e2e bench profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
-	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS (also in .env), TRAIN_ARGS"
+	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
 
 # The GPU reservation (docker-compose.gpu.yml) only where Docker can really give a container a GPU:
 # elsewhere it makes compose fail, and compose has no "GPU if present" (docker/compose#12514). One
@@ -89,23 +96,22 @@ train: setup ## train one more run (flags in TRAIN_ARGS); TensorBoard picks it u
 	docker compose run --rm trainer $(RUN_ARGS)
 
 # The multiworker profile (docs/compose-multiworker.md): compose up of the chief and the workers only,
-# attached, so their output shows prefixed with chief-1 | and worker-1 |; fresh containers each time
-# (--force-recreate), so each gets its full restart budget. Docker restarts a failed member
-# (restart: on-failure:3) and compose up follows it, but up's exit status says nothing about how
-# they ended: their last exit codes decide, read before the finished containers are removed.
+# attached, fresh containers, then one line on how they all ended (docker/up-and-check says how).
 multiworker: setup tensorboard ## train run MULTIWORKER_RUN on a chief and WORKERS worker containers (default 1)
-	@status=0; \
-	$(if $(MW_ARGS),MULTIWORKER_ARGS='$(MW_ARGS)') $(MULTIWORKER) up --force-recreate chief worker || status=$$?; \
-	ended=$$($(MULTIWORKER) ps --all --format '{{.Name}} {{.State}} {{.ExitCode}}' chief worker); \
-	$(MULTIWORKER) rm --force --stop chief worker >/dev/null 2>&1; \
-	failed=$$(awk '$$2 != "exited" || $$3 != 0 {printf "%s%s %s with %s", sep, $$1, $$2, $$3; sep = ", "}' <<<"$$ended"); \
-	if [ "$$status" != 0 ]; then failed="compose up ended with exit status $$status$${failed:+, }$$failed"; fi; \
-	if [ -z "$$ended" ]; then failed="$${failed:-no chief or worker container ran}"; fi; \
-	if [ -n "$$failed" ]; then \
-	  echo "multiworker: failed: $$failed; their output above says why. After a crash, the same command continues the run from its last checkpoint"; \
-	  exit 1; \
-	fi; \
-	echo "multiworker: done, all $$(wc -l <<<"$$ended") containers exited with 0; TensorBoard: $$($(TB_URL))"
+	@$(if $(MW_ARGS),MULTIWORKER_ARGS='$(MW_ARGS)') docker/up-and-check multiworker \
+	  "After a crash, the same command continues the run from its last checkpoint" \
+	  "TensorBoard: $$($(TB_URL))" multiworker chief worker
+
+# The sweep profile (docs/containers.md#sweeps-in-containers): SWEEPERS sweeper containers share the
+# study of SWEEP, run as multiworker's are. Every sweeper rewrites summary.json as it ends, so the
+# one newer than the start is this sweep's.
+sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWEEPERS containers (default 2)
+	@start=$$(mktemp); trap 'rm -f "$$start"' EXIT; \
+	$(if $(SW_ARGS),SWEEP_ARGS='$(SW_ARGS)') docker/up-and-check sweep \
+	  "The same command continues the sweep, a stopped trial from its last checkpoint" \
+	  "TensorBoard: $$($(TB_URL))" sweep sweeper || exit 1; \
+	summary=$$(find logs/sweeps -name summary.json -newer "$$start" 2>/dev/null); \
+	echo "sweep: every trial, its settings and result: $${summary:-logs/sweeps/NAME/summary.json}"
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard
