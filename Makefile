@@ -28,6 +28,7 @@ TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
 MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTIWORKER_ARGS='--epochs 3'
 SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--epochs 2 --trials 4'
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
+BENCH_SWEEP_ARGS ?=# flags for python -m app.sweep.bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
 PROFILE_ARGS ?=# flags for python -m app.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
 
@@ -57,7 +58,7 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -154,6 +155,9 @@ fashion-mnist:
 
 bench: $(VENV)/.installed fashion-mnist ## the original configuration against the project's on 60,000 images: speed, accuracy, memory
 	$(VENV)/bin/python -m app.bench $(BENCH_ARGS)
+
+bench-sweep: $(VENV)/.installed fashion-mnist ## the same sweep trials with and without pruning, on one sweeper and two
+	$(VENV)/bin/python -m app.sweep.bench $(BENCH_SWEEP_ARGS)
 
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
 	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)

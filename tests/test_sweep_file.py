@@ -113,3 +113,14 @@ def test_the_shipped_sweep_is_valid():
     sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
     assert sweep.name == "default" and {p.name for p in sweep.parameters} == {"learning_rate", "batch_size"}
     assert sweep.pruning is not None and sweep.fixed == {"epochs": 3}
+
+
+def test_the_benchmark_draws_the_same_trials_every_time_within_the_space():
+    from app.sweep import bench
+
+    sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
+    first, second = bench.draw(sweep, 6), bench.draw(sweep, 6)
+    assert first == second and len({t["learning_rate"] for t in first}) == 6
+    assert all(0.0005 <= t["learning_rate"] <= 0.02 and t["batch_size"] in (64, 128, 256, 512) for t in first)
+    rounds = [{"wall_seconds": s, "pruned": p} for s, p in ((9.0, 1), (7.0, 2), (8.0, 3))]
+    assert bench._median(rounds) == {"wall_seconds": 8.0, "pruned": 3, "wall_seconds_each": [9.0, 7.0, 8.0]}

@@ -6,8 +6,9 @@ sweep (python -m app.sweep processes) in each variant, the trials enqueued in th
   one sweeper, pruning         the median pruner of the sweep file's `pruning: true`
   two sweepers, a core share   pruning, two processes at once, SWEEPERS=2 (each 1/2 of the cores)
   two sweepers, all cores      pruning, two processes at once, TensorFlow's own thread pools
-Per variant: wall time from the first start to the last exit, trials complete and pruned, epochs
-trained, and the best trial's validation accuracy. The default data is the first 10,000 training
+Per variant: wall time from the first start to the last exit (the median of --repeat rounds, run
+in alternating order), trials complete and pruned, epochs trained, and the best trial's validation
+accuracy (of the median round). The default data is the first 10,000 training
 images of Debian's Fashion-MNIST (dataset-fashion-mnist) and its 10,000 test images.
 """
 
@@ -49,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=8, help="trials per variant (default: 8)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per trial (default: 3)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as python -m app (default: auto)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds, the median wall time reported (default: 1)")
     p.add_argument("--variant", choices=VARIANTS, action="append", help="run only these (repeatable)")
     p.add_argument("--out", default="artifacts/bench-sweep.json",
                    help="the results as JSON (default: %(default)s)")
@@ -68,21 +70,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trials = draw(sweep, args.trials)
-    results = []
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as work:
         npz = Path(work) / "data.npz"
         np.savez(npz, x_train=digits.x_train[:args.train_images], y_train=digits.y_train[:args.train_images],
                  x_test=digits.x_test, y_test=digits.y_test)
-        for name in args.variant or VARIANTS:
-            results.append(measure(name, sweep, trials, npz, Path(work) / f"v{len(results)}", args))
-            print(row(results[-1]), flush=True)
+        names = args.variant or list(VARIANTS)
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for repeat in range(args.repeat):
+            # Every other round in reverse order, so that a machine slowing down (or warming up)
+            # over the benchmark weighs on every variant alike.
+            for name in names if repeat % 2 == 0 else names[::-1]:
+                folder = Path(work) / f"round{repeat}-variant{names.index(name)}"
+                runs[name].append(measure(name, sweep, trials, npz, folder, args))
+                print(row(runs[name][-1]), flush=True)
+        results = [_median(runs[name]) for name in names]
     report = {"cpu": cpu.description(), "data": f"{args.data}: first {args.train_images} training images, "
               f"{len(digits.x_test)} test images", "trials": args.trials, "epochs": args.epochs,
-              "precision": args.precision, "results": results}
+              "precision": args.precision, "repeat": args.repeat, "results": results,
+              "every_round": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{report['cpu']}; {report['data']}; {args.trials} trials of {args.epochs} epochs, "
-          f"--precision {args.precision}\n\n" + table(results))
+          f"--precision {args.precision}, median of {args.repeat}\n\n" + table(results))
     return 0
 
 
@@ -136,6 +145,12 @@ def measure(name: str, sweep: spec.Sweep, trials: list[dict], npz: Path, folder:
             "threads": "a share" if share else "all", "wall_seconds": round(wall, 1),
             "complete": report["complete"], "pruned": report["pruned"], "epochs_trained": epochs,
             "best_val_accuracy": best.get("value"), "best_params": best.get("params")}
+
+
+def _median(rounds: list[dict]) -> dict:
+    """The round with the median wall time (its counts and accuracy with it), and every wall time."""
+    ordered = sorted(rounds, key=lambda r: r["wall_seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "wall_seconds_each": [r["wall_seconds"] for r in rounds]}
 
 
 def row(r: dict) -> str:
