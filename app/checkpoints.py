@@ -74,6 +74,12 @@ def latest(run_dir: Path) -> Checkpoint | None:
     return Checkpoint(path, epochs_done, RunState.from_json((path / "state.json").read_text()))
 
 
+def epochs_saved(run_dir: Path) -> int:
+    """The epochs of the run's newest complete checkpoint, 0 before the first."""
+    saved = latest(run_dir)
+    return saved.epochs_done if saved else 0
+
+
 def tidy(run_dir: Path) -> None:
     """Remove what an interrupted save left (the previous checkpoint stands); the writer's job."""
     for leftover in (run_dir / FOLDER).glob(".tmp-*"):

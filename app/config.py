@@ -186,6 +186,18 @@ def flag_fields(names: tuple[str, ...] | None = None) -> list[dataclasses.Field]
             if f.metadata["flag"] and (names is None or f.name in names)]
 
 
+def as_flags(settings: dict[str, Any]) -> list[str]:
+    """`settings` (name: value) as the command-line flags of python -m app that set them."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    words: list[str] = []
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            words += [flag(fields[name])] if value else []
+        else:
+            words += [flag(fields[name]), str(value)]
+    return words
+
+
 def _shown_default(field: dataclasses.Field) -> str:
     return field.metadata["shown_default"] or str(field.default)
 

@@ -192,34 +192,32 @@ def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.S
         # TensorFlow's message holds the op's trace; the cause is the line that says what aborted it.
         lines = [line.strip() for line in (e.message or str(e)).splitlines()]
         cause = next((line for line in lines if "aborted by" in line), lines[-1])[:200]
+        saved = checkpoints.epochs_saved(run_dir)
         raise RunFailed(f"{scale.task} lost its peers ({type(e).__name__}: {cause}); run {name} is "
-                        f"saved after epoch {_saved_epochs(run_dir)}. Start every worker again with the "
+                        f"saved after epoch {saved}. Start every worker again with the "
                         "same command: --resume auto continues it") from None
     except Interrupted as stop:
-        print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {_saved_epochs(run_dir)}. "
+        saved = checkpoints.epochs_saved(run_dir)
+        print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {saved}. "
               f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)
         raise
     except RuntimeError as e:
         if not str(e).startswith(_KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
             raise
-        step = int(model.optimizer.iterations.numpy())
+        step, saved = int(model.optimizer.iterations.numpy()), checkpoints.epochs_saved(run_dir)
         raise Diverged(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
-                        f"its checkpoint after epoch {_saved_epochs(run_dir)}. Lower --learning-rate and "
+                        f"its checkpoint after epoch {saved}. Lower --learning-rate and "
                         "start a new run") from None
     except OSError as e:  # a full disk, a log folder gone read-only or away
+        saved = checkpoints.epochs_saved(run_dir)
         raise RunFailed(f"cannot write {e.filename or run_dir} ({e.strerror or e}); {name} keeps its "
-                        f"checkpoint after epoch {_saved_epochs(run_dir)}. Free space or fix the folder, "
+                        f"checkpoint after epoch {saved}. Free space or fix the folder, "
                         f"then continue with --run-name {name} --resume") from None
 
 
 # How keras.callbacks.TerminateOnNaN(raise_error=True) words its RuntimeError (Keras 3.15.1);
 # test_faults.py's NaN test fails if a Keras upgrade changes it.
 _KERAS_NAN_MESSAGE = "NaN or Inf loss encountered"
-
-
-def _saved_epochs(run_dir: Path) -> int:
-    saved = checkpoints.latest(run_dir)
-    return saved.epochs_done if saved else 0
 
 
 def _learning_rate(config: Config, steps_per_epoch: int):

@@ -28,7 +28,7 @@ import yaml
 
 from app import cpu, data
 from app.bench import FASHION_MNIST
-from app.config import PRECISIONS
+from app.config import PRECISIONS, as_flags
 from app.sweep import spec
 
 VARIANTS = {  # name: (sweepers, pruning, SWEEPERS in their environment)
@@ -99,14 +99,14 @@ def draw(sweep: spec.Sweep, count: int) -> list[dict]:
     """`count` parameter sets from the sweep's space, the same ones every time (seeded)."""
     import optuna
 
-    from app.sweep.runner import _suggest
+    from app.sweep.study import suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     drawn = []
     for _ in range(count):
         trial = study.ask()
-        drawn.append({p.name: _suggest(trial, p) for p in sweep.parameters})
+        drawn.append(suggest(trial, sweep))
         study.tell(trial, 0.0)
     return drawn
 
@@ -119,8 +119,7 @@ def measure(name: str, sweep: spec.Sweep, trials: list[dict], npz: Path, folder:
     file = folder / "bench.yaml"
     file.write_text(yaml.safe_dump({
         "name": "bench", "trials": len(trials), "objective": sweep.metric, "sampler": sweep.sampler,
-        "pruning": pruning, "parameters": {p.name: p.describe() if p.kind != "choice" else
-                                           {"choices": list(p.choices)} for p in sweep.parameters}}))
+        "pruning": pruning, "parameters": {p.name: p.describe() for p in sweep.parameters}}))
     log_dir = folder / "logs"
     the_study = study.open_study(spec.load(str(file), {"log_dir": str(log_dir)}), str(log_dir))
     for params in trials:
@@ -128,7 +127,7 @@ def measure(name: str, sweep: spec.Sweep, trials: list[dict], npz: Path, folder:
     env = {k: v for k, v in os.environ.items() if k != "SWEEPERS"}
     env |= {"SWEEPERS": share} if share else {}
     command = [sys.executable, "-m", "app.sweep", str(file), "--data", str(npz), "--log-dir", str(log_dir),
-               *(f"--{k.replace('_', '-')}={v}" for k, v in sweep.fixed.items())]
+               *as_flags(sweep.fixed)]
     started = time.perf_counter()
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True) for _ in range(sweepers)]

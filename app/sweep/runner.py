@@ -20,9 +20,9 @@ import tensorflow as tf
 from optuna.trial import TrialState
 
 from app import checkpoints, data, runs
-from app.config import Config, flag, resumed
+from app.config import Config, as_flags, resumed
 from app.sweep import leases, study
-from app.sweep.spec import Parameter, Sweep, sweep_dir
+from app.sweep.spec import Sweep, sweep_dir
 from app.tabs import hparams
 from app.train import Diverged, Interrupted, signals_raise_interrupted, train
 
@@ -69,7 +69,7 @@ def run_sweep(sweep: Sweep, digits: data.Digits | None, threads: int | None = No
 
 
 def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digits, log_dir: str) -> None:
-    params = {p.name: _suggest(trial, p) for p in sweep.parameters}
+    params = study.suggest(trial, sweep)
     config = sweep.trial_config(params, trial.number)
     run_dir = runs.fit_dir(log_dir) / config.run_name
     continued = runs.continuing(log_dir, config.run_name, "auto")
@@ -90,34 +90,20 @@ def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digit
         metrics = train(config, digits, extra_callbacks=[reporter])
     except Diverged as e:
         print(f"trial {trial.number} failed: {e}", file=sys.stderr, flush=True)
-        hparams.end_session(run_dir, "failed", _saved_epochs(run_dir))
+        hparams.end_session(run_dir, "failed", checkpoints.epochs_saved(run_dir))
         the_study.tell(trial, state=TrialState.FAIL)
         return
     outcome = "pruned" if reporter.pruned else "complete"
     # The tab first: a sweeper killed in between leaves the trial running, and its successor
     # evaluates the run again and tells the study.
     hparams.end_session(run_dir, outcome, metrics["epochs_completed"])
+    value, epochs = metrics["history"][sweep.metric][-1], metrics["epochs_completed"]
     if reporter.pruned:
         the_study.tell(trial, state=TrialState.PRUNED)
     else:
-        the_study.tell(trial, metrics["history"][sweep.metric][-1])
-    value = metrics["history"][sweep.metric][-1]
-    epochs = metrics["epochs_completed"]
+        the_study.tell(trial, value)
     print(f"trial {trial.number} {outcome} after {epochs} epoch{'s' * (epochs != 1)}: "
           f"{sweep.metric} {value:.4f}", flush=True)
-
-
-def _suggest(trial: optuna.Trial, p: Parameter):
-    if p.kind == "float":
-        return trial.suggest_float(p.name, p.low, p.high, log=p.log)
-    if p.kind == "int":
-        return trial.suggest_int(p.name, p.low, p.high, log=p.log)
-    return trial.suggest_categorical(p.name, list(p.choices))
-
-
-def _saved_epochs(run_dir) -> int:
-    saved = checkpoints.latest(run_dir)
-    return saved.epochs_done if saved else 0
 
 
 class ReportEachEpoch(keras.callbacks.Callback):
@@ -178,14 +164,7 @@ def table(report: dict, sweep: Sweep, top: int = 5) -> str:
 
 def command(settings: dict) -> str:
     """`python -m app` with these settings as flags."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    words = ["python", "-m", "app"]
-    for name, value in settings.items():
-        if isinstance(value, bool):
-            words += [flag(fields[name])] if value else []
-        else:
-            words += [flag(fields[name]), str(value)]
-    return shlex.join(words)
+    return shlex.join(["python", "-m", "app", *as_flags(settings)])
 
 
 def _shown(value) -> str:

@@ -61,6 +61,19 @@ def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
                                        n_warmup_steps=sweep.pruning.warmup_epochs)
 
 
+def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
+    """The trial's value of every parameter: drawn now, or the one it already has (a takeover)."""
+    values = {}
+    for p in sweep.parameters:
+        if p.kind == "float":
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+        elif p.kind == "int":
+            values[p.name] = trial.suggest_int(p.name, p.low, p.high, log=p.log)
+        else:
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+    return values
+
+
 def next_trial(study: optuna.Study, sweeper: leases.Sweeper, wanted: int) -> tuple[optuna.Trial | None, bool]:
     """(trial, done): an orphan to take over, else a new trial, else None while others finish theirs.
 
