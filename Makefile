@@ -29,6 +29,7 @@ MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTI
 SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--epochs 2 --trials 4'
 BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 BENCH_SWEEP_ARGS ?=# flags for python -m app.sweep.bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
+BENCH_TB_ARGS ?=# flags for python -m app.tensorboard_bench, e.g. BENCH_TB_ARGS='--variant before'
 PROFILE_ARGS ?=# flags for python -m app.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
 
@@ -58,10 +59,10 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
 	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
 
@@ -158,6 +159,9 @@ bench: $(VENV)/.installed fashion-mnist ## the original configuration against th
 
 bench-sweep: $(VENV)/.installed fashion-mnist ## the same sweep trials with and without pruning, on one sweeper and two
 	$(VENV)/bin/python -m app.sweep.bench $(BENCH_SWEEP_ARGS)
+
+bench-tensorboard: $(VENV)/.installed ## TensorBoard's Scalars and HParams requests with 500 trials, for 1, 10 and 50 users
+	$(VENV)/bin/python -m app.tensorboard_bench $(BENCH_TB_ARGS)
 
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
 	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)

@@ -130,16 +130,16 @@ def http_post(url: str, payload: dict):
 
 
 class TensorBoard:
-    """A real `tensorboard` process serving a log folder on a free local port."""
+    """A real TensorBoard process serving a log folder on a free local port, as the compose file
+    starts it (app/tensorboard_server.py: TensorBoard sharing its answers for --reload_interval)."""
 
     def __init__(self, logdir: Path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        tensorboard = Path(sys.executable).with_name("tensorboard")
         self.process = subprocess.Popen(
-            [str(tensorboard), "--logdir", str(logdir), "--port", str(self.port), "--host", "127.0.0.1",
-             "--reload_interval", "1"],
+            [sys.executable, "-m", "app.tensorboard_server", "--logdir", str(logdir),
+             "--port", str(self.port), "--host", "127.0.0.1", "--reload_interval", "1"], cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for(self._up, 60, "TensorBoard to answer", interval=0.3)
 

@@ -574,8 +574,9 @@ def test_tensorboard_runs_as_in_compose_with_probes_and_a_cluster_ip_service(ren
     deployment = only(rendered["cpu"], "Deployment")
     pod = deployment["spec"]["template"]
     tensorboard = container(pod["spec"], "tensorboard")
-    assert tensorboard["command"] == ["tensorboard"]
-    assert tensorboard["args"] == TENSORBOARD_ARGS
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["tensorboard"]
+    assert tensorboard["command"] == compose["entrypoint"] == ["python3", "-m", "app.tensorboard_server"]
+    assert tensorboard["args"] == compose["command"] == TENSORBOARD_ARGS
     ports = {port["name"]: port["containerPort"] for port in tensorboard["ports"]}
     for probe in ("readinessProbe", "livenessProbe"):
         get = tensorboard[probe]["httpGet"]

@@ -107,6 +107,25 @@ def test_images_pr_curves_text_hparams_and_graphs(trained):
     assert "keras" in events(run_dir / "train").Tags()["tensors"]  # Keras' conceptual graph
 
 
+
+def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_run(trained, tensorboard):
+    from app.sweep import spec
+    from app.tabs import hparams
+
+    _, run_dir = trained
+    [experiment_file] = run_dir.parent.glob("*tfevents*")  # one file, beside the runs
+    assert experiment_file.name.startswith("events.out.tfevents.0.experiment-")
+    experiment = tensorboard.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+    # The metrics in the order users read them, with readable names, not guessed from the tags.
+    assert [m["displayName"] for m in experiment["metricInfos"]] == [
+        shown for _, _, shown in hparams.METRICS.values()]
+    assert [m["displayName"] for m in experiment["metricInfos"]][:3] == [
+        "validation accuracy", "validation loss", "test accuracy"]
+    # The settings a sweep can search first (TensorBoard sorts those by name), then the rest.
+    names = [h["name"] for h in experiment["hparamInfos"]]
+    assert names[:len(spec.sweepable())] == sorted(spec.sweepable())
+    assert set(names[len(spec.sweepable()):]) == {"sweep", "trial", *hparams.MODEL_HPARAMS}
+
 def test_tensorboard_serves_every_tab(tensorboard):
     plugins = tensorboard.get("/data/plugins_listing")
     assert [tab for tab in TABS if not plugins[tab]["enabled"]] == []

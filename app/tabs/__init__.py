@@ -28,7 +28,7 @@ def callbacks(writer, run_dir: Path, config: Config, digits: Digits, validation:
     # Written once per run, when it starts (not again when it resumes).
     at_start = [
         text.ConfigAndModel(writer, config, digits.source),
-        hparams.Hyperparameters(writer, config, run_dir.name),
+        hparams.Hyperparameters(writer, config, run_dir),
         op_graph.OpGraph(writer),
     ]
     return [

@@ -4,15 +4,21 @@ The settings come from their declarations (hparam=True in app/config.py); what d
 model (optimizer, dropout, the precision it really trains in) is read from the model itself, so
 the record cannot drift from what trained.
 
-A sweep's trials also write the experiment: the columns of the tab, in the order users read a
-sweep (TensorBoard 2.21 sorts hparams by "differs" first, then by name, so the swept settings are
-marked as differing; metrics keep the order given), with readable names. Without it the plugin
-guesses the metrics from every scalar tag, batch curves first. TensorBoard uses one experiment
-per log folder; any trial's will do, since each lists every hparam and metric a run can have.
+The log folder (logs/fit) holds the experiment: the tab's columns, in the order users read them,
+with readable names. TensorBoard uses one experiment per log folder; without one, every request
+of the tab scans every scalar tag of every run to guess the metrics (slow with hundreds of runs)
+and shows them in the order it finds them, batch curves first. Every run makes sure it is there
+(`ensure_experiment`), and it covers every run a log folder can hold, older ones included, since
+it lists every hparam and metric this project writes. TensorBoard 2.21 sorts hparams by
+"differs" first, then by name: the settings a sweep can search are marked as differing, so they
+come first, the labels (sweep, trial) and what is read from the model after them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from pathlib import Path
 
 import keras
@@ -20,6 +26,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from app.config import Config
 from app.tabs.events import RunStart
@@ -44,9 +51,9 @@ STATUS = {"complete": api_pb2.STATUS_SUCCESS, "pruned": api_pb2.STATUS_SUCCESS,
 
 
 class Hyperparameters(RunStart):
-    def __init__(self, writer, config: Config, run_name: str):
+    def __init__(self, writer, config: Config, run_dir: Path):
         super().__init__(writer)
-        self.config, self.run_name = config, run_name
+        self.config, self.run_dir = config, run_dir
 
     def write(self) -> None:
         model = self.model
@@ -55,21 +62,62 @@ class Hyperparameters(RunStart):
         for layer in model.layers:
             if isinstance(layer, keras.layers.Dropout):
                 values[layer.name] = layer.rate
-        if self.config.sweep:
-            tf.summary.experimental.write_raw_pb(experiment(self.config).SerializeToString(), step=0)
-        hparams_api.hparams(values, trial_id=self.run_name)
+        ensure_experiment(self.run_dir.parent)
+        hparams_api.hparams(values, trial_id=self.run_dir.name)
 
 
-def experiment(config: Config):
-    """The experiment summary of a sweep: its swept settings first, then the metrics of METRICS."""
-    names = [n for n in Config.__dataclass_fields__ if Config.__dataclass_fields__[n].metadata["hparam"]]
+def experiment():
+    """The experiment summary: every hparam a run can have, then the metrics of METRICS."""
+    fields = Config.__dataclass_fields__.values()
+    searchable = [f.name for f in fields if f.metadata["hparam"] and f.metadata["flag"]]
+    labels = [f.name for f in fields if f.metadata["hparam"] and not f.metadata["flag"]]
     hparam_infos = [api_pb2.HParamInfo(name=name, display_name=name.replace("_", " "),
-                                       differs=name in config.swept)
-                    for name in [*names, *MODEL_HPARAMS]]
+                                       differs=name in searchable)
+                    for name in [*searchable, *labels, *MODEL_HPARAMS]]
     metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(group=group, tag=tag), display_name=shown)
                     for group, tag, shown in METRICS.values()]
-    return hparams_summary.experiment_pb(hparam_infos, metric_infos,
-                                         description=f"sweep {config.sweep}; docs/sweeps.md")
+    # A fixed creation time (the default is now): the same columns are the same bytes, the same file.
+    return hparams_summary.experiment_pb(hparam_infos, metric_infos, time_created_secs=0,
+                                         description="runs of mnist-tensorboard; sweeps: docs/sweeps.md")
+
+
+def ensure_experiment(log_folder: Path) -> Path:
+    """Write the log folder's experiment unless it is there; returns its event file.
+
+    Its name says what it holds, so that any number of runs starting at once, on any number of
+    hosts sharing the folder, write the same file: each writes a file of its own under a name
+    TensorBoard ignores, then links it to the shared name, which fails if another was first
+    (link(2) never replaces a file). TensorBoard reads a tag's metadata once, from its first
+    event: an experiment of an older version in the folder (another name) is removed, and the
+    new one is shown once TensorBoard is restarted.
+    """
+    content = experiment().SerializeToString()
+    name = f"events.out.tfevents.0.experiment-{hashlib.sha256(content).hexdigest()[:12]}.v2"
+    target = log_folder / name
+    if target.exists():
+        return target
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    partial = log_folder / f".experiment.{os.getpid()}.{time.monotonic_ns()}"
+    try:
+        with open(partial, "wb") as f:
+            writer = RecordWriter(f)
+            for event in (event_pb2.Event(file_version="brain.Event:2"),
+                          event_pb2.Event(step=0, summary=summary_pb2.Summary.FromString(content))):
+                event.wall_time = time.time()
+                writer.write(event.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            pass  # another run wrote the same file first
+    finally:
+        partial.unlink(missing_ok=True)
+    for older in log_folder.glob("events.out.tfevents.0.experiment-*.v2"):
+        if older != target:
+            older.unlink(missing_ok=True)
+    return target
 
 
 def end_session(run_dir: Path, outcome: str, epochs: int) -> None:

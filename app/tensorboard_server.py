@@ -1,0 +1,153 @@
+"""python -m app.tensorboard_server [tensorboard flags]: TensorBoard that answers many users of many runs.
+
+The standard TensorBoard (tensorboard/main.py, which TensorBoard's docs invite to swap out: the same
+plugins, flags and data server), with two changes to its web server, both measured with
+`make bench-tensorboard` (docs/speed.md):
+
+- Answers are shared. The HParams plugin recomputes every answer from every run, in Python threads
+  that share one core's worth of interpreter; with 500 trials one such request takes a third of a
+  second, and ten users at once queue behind each other. Here a data request that was answered in
+  the last --reload_interval seconds gets that answer (TensorBoard rereads the logs only that often
+  anyway), an older one gets it too while one thread computes the new one, and identical requests
+  arriving together are computed once. So what a user sees is at most about two reload intervals old.
+- Small answers are not held back: Nagle's algorithm is off on its connections, which otherwise
+  delays an answer written in two parts by 40 ms, the client's delayed acknowledgement.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import socket
+import sys
+import threading
+import time
+
+# Data requests that are pure reads of the logs, and worth sharing: the ones whose cost grows with
+# the number of runs. Image and histogram data are left out: big, and asked for one run at a time.
+SHARED = ("/data/runs", "/data/environment", "/data/plugins_listing", "/data/plugin/hparams/",
+          "/data/plugin/scalars/", "/data/plugin/timeseries/tags", "/data/plugin/histograms/tags",
+          "/data/plugin/distributions/tags", "/data/plugin/images/tags", "/data/plugin/pr_curves/tags",
+          "/data/plugin/text/tags")
+MAX_ANSWERS = 512  # distinct requests remembered (the least recently used goes first)
+MAX_BYTES = 16 << 20  # an answer bigger than this is not kept
+
+
+class _Answer:
+    def __init__(self, status: str, headers: list, body: bytes):
+        self.status, self.headers, self.body, self.at = status, headers, body, time.monotonic()
+
+
+class _Slot:
+    """One distinct request: its last answer, and whether a thread is computing the next one."""
+
+    def __init__(self):
+        self.answer: _Answer | None = None
+        self.computing = False
+        self.done = threading.Condition()
+
+
+class SharedAnswers:
+    """WSGI middleware: one computation of a data request per `seconds` (see the module docstring)."""
+
+    def __init__(self, app, seconds: float):
+        self.app, self.seconds = app, seconds
+        self.slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        shown = path.split("/", 3)[3:] if path.startswith("/experiment/") else None
+        route = "/" + shown[0] if shown else path
+        if environ.get("REQUEST_METHOD") not in ("GET", "POST") or not route.startswith(SHARED):
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        key = (environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""), body,
+               "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""), environ.get("CONTENT_TYPE", ""))
+        answer = self._answer(key, environ, body)
+        start_response(answer.status, answer.headers)
+        return [answer.body]
+
+    def _slot(self, key) -> _Slot:
+        with self.lock:
+            slot = self.slots.pop(key, None) or _Slot()
+            self.slots[key] = slot  # the most recently used last
+            while len(self.slots) > MAX_ANSWERS:
+                self.slots.popitem(last=False)
+            return slot
+
+    def _answer(self, key, environ, body: bytes) -> _Answer:
+        slot = self._slot(key)
+        with slot.done:
+            while True:
+                answer = slot.answer
+                if answer and time.monotonic() - answer.at < self.seconds:
+                    return answer
+                if not slot.computing:
+                    slot.computing = True
+                    break
+                if answer:  # stale, and its successor on the way: the stale one now
+                    return answer
+                slot.done.wait()  # the first answer is being computed: wait for it
+        if answer:  # stale: this request gets it at once, a thread computes the next
+            threading.Thread(target=self._compute, args=(slot, dict(environ), body), daemon=True).start()
+            return answer
+        return self._compute(slot, environ, body)
+
+    def _compute(self, slot: _Slot, environ, body: bytes) -> _Answer:
+        try:
+            environ["wsgi.input"] = io.BytesIO(body)
+            answer = _call(self.app, environ)
+        except BaseException:
+            answer = None
+            raise
+        finally:
+            with slot.done:
+                slot.computing = False
+                if answer and answer.status.startswith("200") and len(answer.body) <= MAX_BYTES:
+                    slot.answer = answer
+                slot.done.notify_all()
+        return answer
+
+
+def _call(app, environ) -> _Answer:
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.update(status=status, headers=headers)
+
+    chunks = app(environ, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    return _Answer(started["status"], started["headers"], body)
+
+
+def main() -> None:
+    from absl import app
+    from tensorboard import default, main_lib, program
+    from tensorboard.plugins import base_plugin
+
+    class Server(program.WerkzeugServer):
+        def __init__(self, wsgi_app, flags):
+            super().__init__(SharedAnswers(wsgi_app, flags.reload_interval), flags)
+
+        def get_request(self):
+            connection, address = super().get_request()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return connection, address
+
+    # What tensorboard/main.py does, with this server.
+    main_lib.global_init()
+    tensorboard = program.TensorBoard(plugins=default.get_plugins(), server_class=Server)
+    try:
+        app.run(tensorboard.main, flags_parser=tensorboard.configure)
+    except base_plugin.FlagsError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
