@@ -29,8 +29,9 @@ SHARED = ("/data/runs", "/data/environment", "/data/plugins_listing", "/data/plu
           "/data/plugin/scalars/", "/data/plugin/timeseries/tags", "/data/plugin/histograms/tags",
           "/data/plugin/distributions/tags", "/data/plugin/images/tags", "/data/plugin/pr_curves/tags",
           "/data/plugin/text/tags")
-MAX_ANSWERS = 512  # distinct requests remembered (the least recently used goes first)
-MAX_BYTES = 16 << 20  # an answer bigger than this is not kept
+# What is remembered: answers up to this many bytes in all, the least recently asked for going first.
+BUDGET = 256 << 20
+LARGEST = 16 << 20  # a bigger answer is not kept
 
 
 class _Answer:
@@ -53,7 +54,8 @@ class SharedAnswers:
     def __init__(self, app, seconds: float):
         self.app, self.seconds = app, seconds
         self.slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards slots and kept
+        self.kept = 0  # bytes of the answers in slots
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -72,9 +74,18 @@ class SharedAnswers:
         with self.lock:
             slot = self.slots.pop(key, None) or _Slot()
             self.slots[key] = slot  # the most recently used last
-            while len(self.slots) > MAX_ANSWERS:
-                self.slots.popitem(last=False)
             return slot
+
+    def _keep(self, key, slot: _Slot, answer: _Answer) -> None:
+        """Called with slot.done held: `answer` replaces the slot's, within the budget."""
+        with self.lock:
+            if self.slots.get(key) is slot:  # counted only while remembered
+                self.kept += len(answer.body) - (len(slot.answer.body) if slot.answer else 0)
+            slot.answer = answer
+            while self.kept > BUDGET and len(self.slots) > 1:
+                _, oldest = self.slots.popitem(last=False)
+                if oldest.answer:  # a slot being computed keeps its answer for its waiters
+                    self.kept -= len(oldest.answer.body)
 
     def _answer(self, key, environ, body: bytes) -> _Answer:
         slot = self._slot(key)
@@ -90,11 +101,11 @@ class SharedAnswers:
                     return answer
                 slot.done.wait()  # the first answer is being computed: wait for it
         if answer:  # stale: this request gets it at once, a thread computes the next
-            threading.Thread(target=self._compute, args=(slot, dict(environ), body), daemon=True).start()
+            threading.Thread(target=self._compute, args=(key, slot, dict(environ), body), daemon=True).start()
             return answer
-        return self._compute(slot, environ, body)
+        return self._compute(key, slot, environ, body)
 
-    def _compute(self, slot: _Slot, environ, body: bytes) -> _Answer:
+    def _compute(self, key, slot: _Slot, environ, body: bytes) -> _Answer:
         try:
             environ["wsgi.input"] = io.BytesIO(body)
             answer = _call(self.app, environ)
@@ -104,8 +115,8 @@ class SharedAnswers:
         finally:
             with slot.done:
                 slot.computing = False
-                if answer and answer.status.startswith("200") and len(answer.body) <= MAX_BYTES:
-                    slot.answer = answer
+                if answer and answer.status.startswith("200") and len(answer.body) <= LARGEST:
+                    self._keep(key, slot, answer)
                 slot.done.notify_all()
         return answer
 

@@ -173,3 +173,16 @@ def test_bench_tensorboard_in_miniature_names_the_cpu_and_times_every_request_wi
     assert all(r["errors"] == 0 and r["requests"] > 0 and 0 < r["p50"] <= r["p95"] <= r["max"]
                for r in report["rounds"])
     assert report["command"][1:3] == ["-m", "app.tensorboard_server"]  # as docker-compose.yml starts it
+
+
+def test_answers_beyond_the_memory_budget_are_forgotten_least_recently_asked_first(monkeypatch):
+    from app import tensorboard_server
+
+    monkeypatch.setattr(tensorboard_server, "BUDGET", 3 * len("answer 1"))
+    inner = Counted()
+    app = SharedAnswers(inner, seconds=60)
+    for n in range(4):  # four distinct requests: the first one asked no longer fits
+        ask(app, body=str(n).encode())
+    assert app.kept <= tensorboard_server.BUDGET and len(app.slots) == 3
+    assert ask(app, body=b"3")[1] == "answer 4"  # remembered
+    assert ask(app, body=b"0")[1] == "answer 5"  # forgotten: computed again
