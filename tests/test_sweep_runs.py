@@ -49,7 +49,7 @@ def summary(tmp_path: Path) -> dict:
 
 
 def run_folders(tmp_path: Path) -> list[str]:
-    return sorted(p.name for p in (tmp_path / "logs" / "fit").iterdir())
+    return sorted(p.name for p in (tmp_path / "logs" / "fit").iterdir() if p.is_dir())
 
 
 def study_trials(tmp_path: Path):

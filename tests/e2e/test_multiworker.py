@@ -85,7 +85,7 @@ def make_multiworker(stack):
 def test_make_multiworker_trains_one_run_on_two_containers_that_tensorboard_shows(stack, make_multiworker):
     run = f"multiworker-e2e-{time.strftime('%H%M%S')}"
     fit = stack.dir / "logs" / "fit"
-    before = set(os.listdir(fit)) if fit.is_dir() else set()
+    before = {p.name for p in fit.iterdir() if p.is_dir()} if fit.is_dir() else set()
     started = time.monotonic()
     job = make_multiworker(run, ["--data", stack.train_data, "--epochs", "2"])
     polls = []  # (seconds, validation epochs TensorBoard serves) while make multiworker runs
@@ -104,7 +104,7 @@ def test_make_multiworker_trains_one_run_on_two_containers_that_tensorboard_show
     assert any(f"chief-1   | run logs/fit/{run}: test accuracy " in line for line in lines), output
 
     # One new run, nothing else: the worker wrote nothing into the logs folder.
-    assert set(os.listdir(fit)) - before == {run}
+    assert {p.name for p in fit.iterdir() if p.is_dir()} - before == {run}  # one run folder more
     run_dir = fit / run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["epochs_completed"]) == ("multi-worker", 2, 2)
