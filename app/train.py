@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, devices, distribution, pipeline, runs, tabs
+from app import checkpoints, data, devices, distribution, metric_lines, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
 from app.validation import Validation
@@ -101,6 +101,11 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     # --- callbacks: validation first (it adds val_* to the logs), the checkpoint last ----------
     validation = Validation(digits.x_test, digits.y_test)
     callbacks = [shuffle_each_epoch, validation]
+    if not sys.stdout.isatty():
+        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py), after
+        # validation has added val_*; on a terminal the progress bar shows the same numbers.
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+            metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     writer = None
     if config.summaries and scale.writes:
         writer = tabs.open_writer(run_dir, epochs_done, state.steps)
