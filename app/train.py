@@ -101,11 +101,6 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     # --- callbacks: validation first (it adds val_* to the logs), the checkpoint last ----------
     validation = Validation(digits.x_test, digits.y_test)
     callbacks = [shuffle_each_epoch, validation]
-    if not sys.stdout.isatty():
-        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py), after
-        # validation has added val_*; on a terminal the progress bar shows the same numbers.
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
-            metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     writer = None
     if config.summaries and scale.writes:
         writer = tabs.open_writer(run_dir, epochs_done, state.steps)
@@ -116,6 +111,12 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
     if scale.writes:
         callbacks.append(checkpoints.EveryEpoch(run_dir, state))
+    if not sys.stdout.isatty():
+        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py), once
+        # the epoch is saved: Katib's early stopping may stop the run as soon as it reads the line. On
+        # a terminal the progress bar shows the same numbers.
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+            metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     callbacks += extra_callbacks or []
 
     # --- fit, test, export ------------------------------------------------------------------
