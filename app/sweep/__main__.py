@@ -1,5 +1,7 @@
 """python -m app.sweep FILE [flags]: run trials of a sweep until its study has enough of them.
 
+With --katib it runs nothing and prints the sweep as a Katib Experiment instead (app/sweep/katib.py).
+
 The file and every flag are checked, and offline data read, before Optuna or TensorFlow is
 imported: a mistake is one line and exit 2, with nothing written.
 Exit codes as python -m app: 0 done, 2 bad input, 1 a failure, 130/143 stopped by SIGINT/SIGTERM.
