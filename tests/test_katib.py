@@ -179,14 +179,20 @@ def run_spec(exp: dict, values: dict[str, str], namespace: str = "default") -> d
 def model_problems(exp: dict) -> list[str]:
     """Field names and types against kubeflow-katib's models, then its deserializer, read back."""
     found = strict_model_problems(exp, "V1beta1Experiment", "Experiment", models=katib.models)
+    return found + sdk_problems(exp)
+
+
+def sdk_problems(exp: dict) -> list[str]:
+    """What kubeflow-katib's own deserializer (KatibClient.get_experiment's) makes of it must be what
+    was written: it drops what it does not know, and refuses what it cannot convert."""
     client = katib.ApiClient()
     try:
         read = client.deserialize(FakeResponse(exp), "V1beta1Experiment")
     except (ValueError, TypeError, AttributeError) as error:
-        return [*found, f"kubeflow-katib refuses it: {error}"]
+        return [f"kubeflow-katib refuses it: {error}"]
     if client.sanitize_for_serialization(read) != exp:
-        found.append("kubeflow-katib reads back something else than was written")
-    return found
+        return ["kubeflow-katib reads back something else than was written"]
+    return []
 
 
 def webhook_problems(exp: dict) -> list[str]:
@@ -566,6 +572,16 @@ BREAKAGES = {
     "uppercase name": (lambda e: e["metadata"].update(name="Default-trial"), "metadata.name"),
     "name of 41 characters": (lambda e: e["metadata"].update(name="d" * 41), "metadata.name"),
     "no trials": (lambda e: spec_of(e).update(maxTrialCount=0), "spec.maxTrialCount: must be greater than 0"),
+    "no parallel trials": (lambda e: spec_of(e).update(parallelTrialCount=0), "parallelTrialCount: must"),
+    "negative failures": (lambda e: spec_of(e).update(maxFailedTrialCount=-1), "should not be less than 0"),
+    "unknown resume policy": (lambda e: spec_of(e).update(resumePolicy="Always"), "invalid ResumePolicyType"),
+    "no objective": (lambda e: spec_of(e).pop("objective"), "spec.objective: must be specified"),
+    "no objective metric": (lambda e: spec_of(e)["objective"].pop("objectiveMetricName"),
+                            "objectiveMetricName: must be specified"),
+    "no trial template": (lambda e: spec_of(e).pop("trialTemplate"), "spec.trialTemplate: must be specified"),
+    "no trial parameters": (lambda e: template_of(e).pop("trialParameters"), "trialParameters: must be"),
+    "a trial spec and a config map": (lambda e: template_of(e).update(configMap={"configMapName": "x"}),
+                                      "exactly one of trialSpec and configMap"),
     "more parallel than trials": (
         lambda e: spec_of(e).update(parallelTrialCount=13), "spec.parallelTrialCount"),
     "more failures than trials": (
@@ -667,6 +683,13 @@ def test_a_broken_experiment_is_rejected(experiments, breakage):
     break_it(exp)
     found = problems(exp)
     assert found and any(expected in problem for problem in found), found
+
+
+def test_the_sdk_reads_back_only_what_it_knows(experiments):
+    assert sdk_problems(experiments["default"]) == []
+    exp = copy.deepcopy(experiments["default"])
+    rename(exp["spec"]["objective"], "objectiveMetricName", "metricName")
+    assert sdk_problems(exp) == ["kubeflow-katib reads back something else than was written"]
 
 
 def test_grid_with_more_trials_than_points_is_rejected(experiments):
