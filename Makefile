@@ -129,9 +129,10 @@ down: ## stop and remove the containers; runs in ./logs and the dataset cache st
 gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
 	docker compose run --rm --entrypoint python3 trainer -m app.devices
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-katib.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements-katib.txt  # why --no-deps: in that file
 	touch $@
 
 test: $(VENV)/.installed ## run the test suite (makes .venv first: tensorflow-cpu, tensorboard, pytest)

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, devices, distribution, pipeline, runs, tabs
+from app import checkpoints, data, devices, distribution, metric_lines, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
 from app.validation import Validation
@@ -111,6 +111,12 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
     if scale.writes:
         callbacks.append(checkpoints.EveryEpoch(run_dir, state))
+    if not sys.stdout.isatty():
+        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py), once
+        # the epoch is saved: Katib's early stopping may stop the run as soon as it reads the line. On
+        # a terminal the progress bar shows the same numbers.
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+            metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     callbacks += extra_callbacks or []
 
     # --- fit, test, export ------------------------------------------------------------------

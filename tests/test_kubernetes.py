@@ -189,10 +189,11 @@ PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool
               "date": (str,), "datetime": (str,)}
 
 
-def strict_model_problems(value, type_name: str, where: str) -> list[str]:
-    """`value` against an OpenAPI-generated model of kubeflow-training (or the kubernetes client's,
-    which it re-exports): unknown fields and wrong types are problems. None counts as absent, as in
-    Kubernetes. Pod templates are handed to Kubernetes' stricter JSON schema instead."""
+def strict_model_problems(value, type_name: str, where: str, models=kubeflow_models) -> list[str]:
+    """`value` against an OpenAPI-generated model of kubeflow-training (or of another SDK's `models`,
+    such as kubeflow-katib's; both re-export the kubernetes client's): unknown fields and wrong types
+    are problems. None counts as absent, as in Kubernetes. Pod templates are handed to Kubernetes'
+    stricter JSON schema instead."""
     if value is None:
         return []
     if type_name == "V1PodTemplateSpec":
@@ -201,27 +202,27 @@ def strict_model_problems(value, type_name: str, where: str) -> list[str]:
         if not isinstance(value, list):
             return [f"{where}: expected a list, found {type(value).__name__}"]
         return [problem for i, item in enumerate(value)
-                for problem in strict_model_problems(item, type_name[5:-1], f"{where}[{i}]")]
+                for problem in strict_model_problems(item, type_name[5:-1], f"{where}[{i}]", models)]
     if type_name.startswith("dict("):
         if not isinstance(value, dict):
             return [f"{where}: expected a map, found {type(value).__name__}"]
         inner = re.fullmatch(r"dict\(str, (.+)\)", type_name).group(1)
         return [problem for key, item in value.items()
-                for problem in strict_model_problems(item, inner, f"{where}.{key}")]
+                for problem in strict_model_problems(item, inner, f"{where}.{key}", models)]
     if type_name == "object":
         return []
     if type_name in PRIMITIVES:
         if isinstance(value, bool) and type_name != "bool" or not isinstance(value, PRIMITIVES[type_name]):
             return [f"{where}: expected {type_name}, found {type(value).__name__} {value!r}"]
         return []
-    model = getattr(kubeflow_models, type_name)
+    model = getattr(models, type_name)
     if not isinstance(value, dict):
         return [f"{where}: expected a {type_name} object, found {type(value).__name__}"]
     fields = {name: model.openapi_types[attr] for attr, name in model.attribute_map.items()}
     problems = []
     for key, item in value.items():
         if key in fields:
-            problems += strict_model_problems(item, fields[key], f"{where}.{key}")
+            problems += strict_model_problems(item, fields[key], f"{where}.{key}", models)
         else:
             problems.append(f"{where}: unknown field {key!r} ({type_name} has {', '.join(sorted(fields))})")
     return problems
@@ -336,8 +337,8 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 # The files
 
 
-# The two ways in that docs/kubernetes.md gives: `kubectl apply -k` on each.
-ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu")
+# The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/test_katib.py).
+ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep")
 
 
 def files_used_by(folder: Path) -> set[Path]:

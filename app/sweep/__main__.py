@@ -1,5 +1,7 @@
 """python -m app.sweep FILE [flags]: run trials of a sweep until its study has enough of them.
 
+With --katib it runs nothing and prints the sweep as a Katib Experiment instead (app/sweep/katib.py).
+
 The file and every flag are checked, and offline data read, before Optuna or TensorFlow is
 imported: a mistake is one line and exit 2, with nothing written.
 Exit codes as python -m app: 0 done, 2 bad input, 1 a failure, 130/143 stopped by SIGINT/SIGTERM.
@@ -40,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="the sweep file (YAML), e.g. sweeps/default.yaml")
     p.add_argument("--trials", type=int, metavar="N",
                    help="finished trials the study should have (default: the file's trials)")
+    p.add_argument("--katib", action="store_true",
+                   help="train nothing: print the sweep as a Katib Experiment (YAML) for Kubernetes, each "
+                        "trial a TFJob writing to the logs claim (docs/kubernetes.md#sweeps-with-katib)")
     names = tuple(f.name for f in flag_fields() if f.name not in NOT_FIXABLE)
     add_arguments(p, names)
     return p
@@ -52,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         return _fail(f"SWEEP_ARGS={os.environ['SWEEP_ARGS']!r}: {e}; quote it as in a shell", 2)
     given = vars(parser().parse_args(argv))
-    path, trials = given.pop("file"), given.pop("trials")
+    path, trials, katib = given.pop("file"), given.pop("trials"), given.pop("katib")
+    if katib:
+        return _print_katib(path, given, trials, argv)
     try:
         sweep = load_sweep(path, given, trials)
         base = Config(**sweep.fixed).validate()
@@ -78,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, 2)
     except RunFailed as e:
         return _fail(e, 1)
+
+
+def _print_katib(path: str, given: dict, trials: int | None, argv: list[str]) -> int:
+    """Print the Katib Experiment; the file and flags are checked as for a sweep, nothing is written."""
+    from app.sweep import katib
+
+    try:
+        sweep = load_sweep(path, given, trials)
+        text = katib.to_yaml(katib.experiment(sweep), shlex.join(["python", "-m", "app.sweep", *argv]))
+    except (SweepError, ConfigError) as e:
+        return _fail(e, 2)
+    print(text, end="")
+    return 0
 
 
 def _sweepers(text: str) -> int:
