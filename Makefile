@@ -61,8 +61,8 @@ help: ## show this help
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
 	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
 
-# One GPU probe per make run, in this one recipe: docker/write-env says what it writes into .env
-# (COMPOSE_FILE with the GPU file only where Docker can really give a container a GPU) and keeps.
+# One GPU probe per make run, in this one recipe: docker/write-env writes .env (COMPOSE_FILE names
+# the GPU file only where Docker can really give a container a GPU) and keeps the user's own lines.
 setup: build ## build if needed, then write .env: your user id and whether the trainer gets the GPU
 	@mkdir -p logs/fit
 	@docker/write-env $(IMAGE)
@@ -137,9 +137,9 @@ bench-sweep: $(VENV)/.installed fashion-mnist ## the same sweep trials with and 
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
 	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)
 
-# The hooks of .pre-commit-config.yaml, run by the pinned pre-commit of .venv over every file: ruff,
-# hadolint, the workflow, Dependabot and Compose files against their schemas, zizmor. The same hooks
-# run on `git commit` once `.venv/bin/pre-commit install` is done (docs/development.md).
+# The hooks of .pre-commit-config.yaml, run by .venv's pinned pre-commit on every file git tracks:
+# ruff, hadolint, the workflow, Dependabot and Compose files against their schemas, zizmor. The same
+# hooks run on `git commit` once `.venv/bin/pre-commit install` is done (docs/development.md).
 lint: $(VENV)/.installed ## the pre-commit hooks: ruff, hadolint, schema checks, zizmor
 	$(VENV)/bin/pre-commit run --all-files
 
