@@ -54,10 +54,6 @@ SW_ARGS = $(strip $(SWEEP_ARGS) $(if $(DATA_DIR),$(if $(filter --data --data=%,$
 unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
-# .env's first lines; make setup rewrites these and HOST_UID, HOST_GID, COMPOSE_FILE, nothing else.
-ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, HOST_UID, HOST_GID and
-ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
-MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
 .PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
 
@@ -66,25 +62,11 @@ help: ## show this help
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
 	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
 
-# The GPU reservation (docker-compose.gpu.yml) only where Docker can really give a container a GPU:
-# elsewhere it makes compose fail, and compose has no "GPU if present" (docker/compose#12514). One
-# probe per make run, in this one recipe; its answer goes into .env as COMPOSE_FILE, which compose
-# reads by itself, so `docker compose run trainer` gets the GPU just as make does.
+# One GPU probe per make run, in this one recipe: docker/write-env writes .env (COMPOSE_FILE names
+# the GPU file only where Docker can really give a container a GPU) and keeps the user's own lines.
 setup: build ## build if needed, then write .env: your user id and whether the trainer gets the GPU
 	@mkdir -p logs/fit
-	@if docker run --rm --gpus all --entrypoint true $(IMAGE) >/dev/null 2>&1; then \
-	  files=docker-compose.yml:docker-compose.gpu.yml; \
-	  echo "GPU: Docker can use this host's NVIDIA GPU; the trainer reserves one"; \
-	else \
-	  files=docker-compose.yml; \
-	  echo "GPU: none usable by Docker here (no NVIDIA GPU or container toolkit): training on CPU"; \
-	fi; \
-	{ printf '%s\n' '$(ENV_HEADER_1)' '$(ENV_HEADER_2)' \
-	    HOST_UID=$(HOST_UID) HOST_GID=$(HOST_GID) COMPOSE_FILE=$$files; \
-	  if [ -f .env ]; then \
-	    grep -v -E '$(MANAGED_KEYS)' .env | grep -v -x -F -e '$(ENV_HEADER_1)' -e '$(ENV_HEADER_2)' || true; \
-	  fi; } > .env.tmp && mv .env.tmp .env
-	@echo ".env: HOST_UID=$(HOST_UID) HOST_GID=$(HOST_GID) COMPOSE_FILE=$$(sed -n 's/^COMPOSE_FILE=//p' .env)"
+	@docker/write-env $(IMAGE)
 
 up: setup tensorboard ## build if needed, write .env, start TensorBoard, train one run in the foreground
 	docker compose run --rm trainer $(RUN_ARGS)
@@ -105,15 +87,9 @@ multiworker: setup tensorboard ## train run MULTIWORKER_RUN on a chief and WORKE
 	  "TensorBoard: $$($(TB_URL))" multiworker chief worker
 
 # The sweep profile (docs/containers.md#sweeps-in-containers): SWEEPERS sweeper containers share the
-# study of SWEEP, run as multiworker's are. Every sweeper rewrites summary.json as it ends, so the
-# one newer than the start is this sweep's.
+# study of SWEEP, run as multiworker's are; docker/sweep then names the summary.json they wrote.
 sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWEEPERS containers (default 2)
-	@start=$$(mktemp); trap 'rm -f "$$start"' EXIT; \
-	$(if $(SW_ARGS),SWEEP_ARGS='$(SW_ARGS)') docker/up-and-check sweep \
-	  "The same command continues the sweep, a stopped trial from its last checkpoint" \
-	  "TensorBoard: $$($(TB_URL))" sweep sweeper || exit 1; \
-	summary=$$(find logs/sweeps -name summary.json -newer "$$start" 2>/dev/null); \
-	echo "sweep: every trial, its settings and result: $${summary:-logs/sweeps/NAME/summary.json}"
+	@$(if $(SW_ARGS),SWEEP_ARGS='$(SW_ARGS)') docker/sweep "TensorBoard: $$($(TB_URL))"
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard
@@ -151,9 +127,8 @@ e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose,
 # The full-size default data of bench and profile: Fashion-MNIST from Debian's dataset-fashion-mnist
 # (60,000 + 10,000 images in MNIST's format), installed when missing and make runs as root.
 fashion-mnist:
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; \
-	fi
+	@test -d /usr/share/datasets/fashion-mnist || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
 
 bench: $(VENV)/.installed fashion-mnist ## the original configuration against the project's on 60,000 images: speed, accuracy, memory
 	$(VENV)/bin/python -m app.bench $(BENCH_ARGS)
@@ -167,9 +142,11 @@ bench-tensorboard: $(VENV)/.installed ## TensorBoard's Scalars and HParams reque
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
 	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)
 
-lint: $(VENV)/.installed ## ruff for Python, hadolint for the Dockerfile
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/hadolint Dockerfile
+# The hooks of .pre-commit-config.yaml, run by .venv's pinned pre-commit on every file git tracks:
+# ruff, hadolint, the workflow, Dependabot and Compose files against their schemas, zizmor. The same
+# hooks run on `git commit` once `.venv/bin/pre-commit install` is done (docs/development.md).
+lint: $(VENV)/.installed ## the pre-commit hooks: ruff, hadolint, schema checks, zizmor
+	$(VENV)/bin/pre-commit run --all-files
 
 clean: ## remove .venv and caches (never ./logs or .env: your runs and settings are yours)
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

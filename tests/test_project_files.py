@@ -1,0 +1,131 @@
+"""The files around the code agree with each other: the CI workflow runs what .ci/run runs, the changelog's
+newest release is pyproject.toml's version, every action is pinned by commit, the license is declared, and
+the Makefile's recipes stay short. Each check is shown to reject a broken copy.
+
+Fast and without Docker or network: it reads files only.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from helpers import ROOT
+
+# A make target as a command names it (`make lint`, `sudo ... make e2e`), or a script that .ci/run calls.
+STEP = re.compile(r"\bmake\s+([a-z][\w.-]*)|(?<![\w/.-])((?:\./)?[\w-]+(?:/[\w.-]+)+\.sh)\b")
+
+
+def steps(command: str) -> list[str]:
+    """The make targets and scripts a shell command runs, in order: ['make lint', 'tests/e2e/x.sh']."""
+    return [f"make {target}" if target else script for target, script in STEP.findall(command)]
+
+
+def ci_run_steps(text: str) -> list[str]:
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    return [step for line in lines for step in steps(line)]
+
+
+def workflow_steps(text: str) -> list[str]:
+    """Every job's run steps, jobs in the file's order (they run in parallel; the order is for reading)."""
+    jobs = yaml.safe_load(text)["jobs"]
+    return [step for job in jobs.values() for s in job.get("steps", []) for step in steps(s.get("run", ""))]
+
+
+def check_workflow_runs_ci_run(workflow: str, ci_run: str) -> None:
+    ours, theirs = workflow_steps(workflow), ci_run_steps(ci_run)
+    assert ours == theirs, f"the workflow runs {ours}, .ci/run runs {theirs}"
+
+
+def test_the_workflow_runs_what_ci_run_runs_in_its_order():
+    workflow = (ROOT / ".github/workflows/ci.yml").read_text()
+    ci_run = (ROOT / ".ci/run").read_text()
+    assert ci_run_steps(ci_run) == ["make lint", "make test", "make test-slow", "tests/e2e/setup_machine.sh",
+                                    "make e2e"]
+    check_workflow_runs_ci_run(workflow, ci_run)
+    # A broken copy: the slow tests' job dropped.
+    broken = workflow.replace("run: make test-slow", "run: echo skipped")
+    with pytest.raises(AssertionError, match="test-slow"):
+        check_workflow_runs_ci_run(broken, ci_run)
+    # Or two jobs in another order than .ci/run's.
+    swapped = (workflow.replace("run: make lint", "run: make @@")
+               .replace("run: make test\n", "run: make lint\n").replace("run: make @@", "run: make test"))
+    with pytest.raises(AssertionError, match=r"\['make test', 'make lint'"):
+        check_workflow_runs_ci_run(swapped, ci_run)
+
+
+def check_actions_pinned(workflow: str) -> None:
+    for uses in re.findall(r"^\s*(?:-\s+)?uses:\s*(.+)$", workflow, re.MULTILINE):
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*", uses.strip()), \
+            f"not pinned by full commit with its release in a comment: {uses}"
+
+
+def test_every_action_is_pinned_by_commit_with_its_release():
+    workflow = (ROOT / ".github/workflows/ci.yml").read_text()
+    assert "uses:" in workflow
+    check_actions_pinned(workflow)
+    with pytest.raises(AssertionError, match="actions/checkout@v7"):
+        by_tag = re.sub(r"actions/checkout@[0-9a-f]{40} # v[\d.]+", "actions/checkout@v7", workflow)
+        check_actions_pinned(by_tag)
+
+
+def changelog_release(text: str) -> str:
+    """The newest released version of a Keep a Changelog file (the first heading after Unreleased)."""
+    versions = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", text, re.MULTILINE)
+    assert versions, "no released version (## [X.Y.Z] - YYYY-MM-DD) in the changelog"
+    return versions[0]
+
+
+def project_field(pyproject: str, key: str) -> str:
+    """A string field of pyproject.toml's [project] table (tomllib came only with Python 3.11)."""
+    table = re.search(r"^\[project\]\n(.*?)(?=^\[|\Z)", pyproject, re.MULTILINE | re.DOTALL).group(1)
+    [value] = re.findall(rf'^{key} = "([^"]*)"', table, re.MULTILINE)
+    return value
+
+
+def check_version_matches(changelog: str, pyproject: str) -> None:
+    version = project_field(pyproject, "version")
+    assert version == changelog_release(changelog), \
+        f"pyproject.toml says {version}, CHANGELOG.md's newest release is {changelog_release(changelog)}"
+
+
+def test_pyproject_version_is_the_changelog_newest_release():
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    headings = re.findall(r"^## (.+)$", changelog, re.MULTILINE)
+    assert headings[0] == "[Unreleased]" or re.fullmatch(r"\[\d+\.\d+\.\d+\] - .+", headings[0]), headings
+    check_version_matches(changelog, pyproject)
+    # A broken copy: a release added to the changelog but not to pyproject.toml.
+    released = changelog.replace("## [Unreleased]", "## [Unreleased]\n\n## [9.9.9] - 2027-01-01", 1)
+    with pytest.raises(AssertionError, match="9.9.9"):
+        check_version_matches(released, pyproject)
+
+
+def test_the_license_is_apache_2_and_declared():
+    assert project_field((ROOT / "pyproject.toml").read_text(), "license") == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert text.rstrip().endswith("limitations under the License.")
+
+
+def long_recipes(makefile: str, most: int = 5) -> dict[str, int]:
+    """Targets whose recipe has more than `most` lines (each tab-indented line counts)."""
+    long, target, count = {}, None, 0
+    for line in makefile.splitlines() + [""]:
+        if line.startswith("\t") and target:
+            count += 1
+            continue
+        if target and count > most:
+            long[target] = count
+        match = re.match(r"^([^\s#=:][^=:]*):(?!=)", line)
+        target, count = (match.group(1), 0) if match else (None, 0)
+    return long
+
+
+def test_every_makefile_recipe_is_a_few_lines():
+    makefile = (ROOT / "Makefile").read_text()
+    assert long_recipes(makefile) == {}
+    slow = "\t$(VENV)/bin/pytest -m slow\n"
+    broken = makefile.replace(slow, slow + "\ttrue\n" * 5)
+    assert long_recipes(broken) == {"test-slow": 6}
