@@ -107,7 +107,7 @@ def sessions(server) -> set[str]:
 def test_tensorboard_as_compose_starts_it_shows_a_new_run_within_seconds_while_users_keep_asking(copies):
     run, logdir = copies
     server = TensorBoard(logdir)
-    asking, stop = [], threading.Event()
+    asking, stop, user = [], threading.Event(), None
     try:
         wait_for(lambda: sessions(server) == {"copy-0", "copy-1", "copy-2"}, 60, "the three copies")
 
@@ -126,6 +126,8 @@ def test_tensorboard_as_compose_starts_it_shows_a_new_run_within_seconds_while_u
         assert [step for _, step, _ in points] == [0, 1]
     finally:
         stop.set()
+        if user:
+            user.join(timeout=30)  # its last request answered before TensorBoard stops
         server.stop()
     assert len(asking) > 5 and shown_after < 10
 
