@@ -18,10 +18,12 @@ SHELL := /bin/bash
 #   SWEEP             make sweep: the sweep file, a path in the container: sweeps/NAME.yaml (./sweeps
 #                     is mounted) or /data/... (default sweeps/default.yaml)
 #   SWEEPERS          make sweep: sweeper containers sharing the sweep (default 2)
+#   NOTEBOOK_PORT     make notebook: JupyterLab's port on 127.0.0.1 (default 8888)
+#   JUPYTER_TOKEN     make notebook: its token (default: a random one, written into .env once)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
-	MULTIWORKER_RUN SWEEP SWEEPERS
+	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
@@ -58,12 +60,13 @@ ENV_HEADER_1 := \# Written by `make setup`, which rewrites these two comments, H
 ENV_HEADER_2 := \# COMPOSE_FILE each time (re-run it after adding a GPU); lines of your own stay.
 MANAGED_KEYS := ^[[:space:]]*(export[[:space:]]+)?(HOST_UID|HOST_GID|COMPOSE_FILE)[[:space:]]*=
 
-.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook tensorboard logs gpu-check build test test-slow e2e bench bench-sweep profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
-	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
+	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS NOTEBOOK_PORT JUPYTER_TOKEN"
+	@echo "          (also in .env), TRAIN_ARGS"
 
 # The GPU reservation (docker-compose.gpu.yml) only where Docker can really give a container a GPU:
 # elsewhere it makes compose fail, and compose has no "GPU if present" (docker/compose#12514). One
@@ -113,6 +116,18 @@ sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWE
 	  "TensorBoard: $$($(TB_URL))" sweep sweeper || exit 1; \
 	summary=$$(find logs/sweeps -name summary.json -newer "$$start" 2>/dev/null); \
 	echo "sweep: every trial, its settings and result: $${summary:-logs/sweeps/NAME/summary.json}"
+
+# The notebook profile (docs/notebook.md). The token: JUPYTER_TOKEN from the environment, else .env's,
+# else a new random one appended to .env (a line of the user's own, which make setup keeps).
+NOTEBOOK_URL = docker compose --profile notebook port notebook 8888 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/127.0.0.1:/; s|^|http://|'
+notebook: setup ## start JupyterLab in a container (the same ./logs) and print its address with the token
+	@if [ -z "$$JUPYTER_TOKEN" ] && ! grep -q -E '^JUPYTER_TOKEN=.' .env; then \
+	  echo "JUPYTER_TOKEN=$$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >> .env; \
+	  echo ".env: JUPYTER_TOKEN generated"; \
+	fi
+	docker compose --profile notebook up -d --build --wait notebook
+	@token=$${JUPYTER_TOKEN:-$$(sed -n 's/^JUPYTER_TOKEN=//p' .env | tail -1)}; \
+	echo "JupyterLab: $$($(NOTEBOOK_URL))/lab/tree/mnist_tensorboard.ipynb?token=$$token (make down stops it)"
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard
