@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
+import threading
 
 import nbformat
 import pytest
 from helpers import ROOT, SLICE, http_get, wait_for
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
@@ -157,3 +160,40 @@ def test_a_restarted_kernel_starts_a_new_tensorboard_instead_of_showing_the_dead
     assert dead["pid"] not in pids
     [frame] = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert "const port = 1;" not in frame
+
+
+def test_the_kernels_stop_button_stops_training_and_the_same_cell_continues_the_run(tmp_path):
+    notebook, client = executed(tmp_path, epochs=12, data=str(SLICE), log_dir=str(tmp_path / "logs"),
+                                run_name="stopped")
+    training = cell_with(notebook, "train(config)")
+    index = notebook.cells.index(training)
+    checkpoints = tmp_path / "logs" / "fit" / "stopped" / "checkpoints"
+    with client.setup_kernel(env=kernel_env(tmp_path), cwd=str(ROOT / "notebooks")):
+        for i, cell in enumerate(notebook.cells[:index]):
+            if "%tensorboard" not in cell.source:  # not needed here
+                client.execute_cell(cell, i)
+
+        def stop_button():
+            wait_for(lambda: checkpoints.is_dir() and any(checkpoints.glob("epoch-*")), 120, "a checkpoint")
+            # What the stop button does (jupyter_client's LocalProvisioner.send_signal): SIGINT to the
+            # kernel's process group.
+            os.killpg(client.km.provisioner.pgid, signal.SIGINT)
+
+        stopper = threading.Thread(target=stop_button)
+        stopper.start()
+        with pytest.raises(CellExecutionError):
+            client.execute_cell(training, index)
+        stopper.join()
+        stopped = text_of(training)
+        saved = int(re.search(r"SIGINT: stopped; stopped is saved after epoch (\d+)\.", stopped)[1])
+        assert 0 < saved < 12, stopped
+        [error] = [o for o in training.outputs if o.output_type == "error"]
+        assert error.ename == "Interrupted"
+
+        training.outputs = []  # the user runs the same cell again, in the same kernel
+        client.execute_cell(training, index)
+        again = text_of(training)
+    assert f"resuming stopped after epoch {saved} of 12" in again, again
+    assert re.search(r"^run .*stopped: test accuracy", again, re.MULTILINE), again
+    done = json.loads((tmp_path / "logs" / "fit" / "stopped" / "metrics.json").read_text())
+    assert done["epochs_completed"] == 12
