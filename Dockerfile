@@ -6,7 +6,7 @@ ARG TF_VERSION=2.21.0
 # Any image with python3, pip and TensorFlow ${TF_VERSION} will do (make e2e uses a local stand-in).
 # Compose passes BASE_IMAGE only when it is set, so this default holds otherwise.
 ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS trainer
 
 ARG TF_VERSION
 # 1: install the CUDA and cuDNN 9 libraries that TensorFlow needs from PyPI (about 3 GB). The
@@ -55,4 +55,26 @@ USER ${UID}:${GID}
 
 # Exec form: flags pass straight through, and SIGTERM from `docker stop` reaches Python.
 ENTRYPOINT ["python3", "-m", "app"]
+CMD []
+
+# The notebook image (make notebook; docs/notebook.md): JupyterLab on the trainer's image, a target
+# of its own so that the trainer image does not grow. Compose builds the trainer with target: trainer.
+FROM trainer AS notebook
+ARG UID=1000
+ARG GID=1000
+USER 0:0
+COPY requirements-notebook.txt /tmp/requirements-notebook.txt
+RUN --mount=type=secret,id=ca,required=false \
+    pip-install -r /tmp/requirements-notebook.txt
+COPY docker/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
+# The copy in the image; compose mounts ./notebooks over it, so the user's edits stay on the host.
+COPY notebooks ./notebooks
+# The %tensorboard magic draws its frame at this address instead of the browser's host and
+# TensorBoard's own port, which the container does not publish: jupyter-server-proxy serves
+# /proxy/<port>/ from the kernel's TensorBoard through Jupyter's port (as jupyter/docker-stacks'
+# tensorflow-notebook does; the trailing slash is required).
+ENV TENSORBOARD_PROXY_URL=/proxy/%PORT%/
+USER ${UID}:${GID}
+EXPOSE 8888
+ENTRYPOINT ["jupyter", "lab"]
 CMD []

@@ -18,10 +18,12 @@ SHELL := /bin/bash
 #   SWEEP             make sweep: the sweep file, a path in the container: sweeps/NAME.yaml (./sweeps
 #                     is mounted) or /data/... (default sweeps/default.yaml)
 #   SWEEPERS          make sweep: sweeper containers sharing the sweep (default 2)
+#   NOTEBOOK_PORT     make notebook: JupyterLab's port on 127.0.0.1 (default 8888)
+#   JUPYTER_TOKEN     make notebook: its token (default: a random one, written into .env once)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
-	MULTIWORKER_RUN SWEEP SWEEPERS
+	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
@@ -55,12 +57,13 @@ unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 
-.PHONY: help setup up down train multiworker sweep tensorboard logs gpu-check build test test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook tensorboard logs gpu-check build test test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
-	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS (also in .env), TRAIN_ARGS"
+	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS NOTEBOOK_PORT JUPYTER_TOKEN"
+	@echo "          (also in .env), TRAIN_ARGS"
 
 # One GPU probe per make run, in this one recipe: docker/write-env writes .env (COMPOSE_FILE names
 # the GPU file only where Docker can really give a container a GPU) and keeps the user's own lines.
@@ -90,6 +93,12 @@ multiworker: setup tensorboard ## train run MULTIWORKER_RUN on a chief and WORKE
 # study of SWEEP, run as multiworker's are; docker/sweep then names the summary.json they wrote.
 sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWEEPERS containers (default 2)
 	@$(if $(SW_ARGS),SWEEP_ARGS='$(SW_ARGS)') docker/sweep "TensorBoard: $$($(TB_URL))"
+
+# The notebook profile (docs/notebook.md), through docker/notebook. The token: JUPYTER_TOKEN from the
+# environment, else .env's, else a new random one appended to .env (a line of the user's own, which
+# make setup keeps).
+notebook: setup ## start JupyterLab in a container (the same ./logs) and print its address with the token
+	@docker/notebook
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard

@@ -58,8 +58,11 @@ class Checkpoint:
         """
         model.optimizer.build(model.trainable_variables)
         model.load_weights(self.path / "model.keras")
-        for variable in _seed_states(model):
-            variable.assign(self.state.seed_states[variable.path])
+        # In order, not by path: Keras names seed generators uniquely per process (seed_generator,
+        # seed_generator_1, ...), so a model built again in the same process, as when a notebook's
+        # kernel runs the training cell a second time, has other paths than the one that was saved.
+        for variable, values in zip(_seed_states(model), self.state.seed_states.values(), strict=True):
+            variable.assign(values)
 
 
 def latest(run_dir: Path) -> Checkpoint | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from contextlib import redirect_stdout
 
 import tensorflow as tf
 
@@ -17,8 +16,9 @@ class ConfigAndModel(RunStart):
         self.config, self.source = config, source
 
     def write(self) -> None:
+        # print_fn: without one, Keras' rich console writes to a notebook's display, not to stdout,
+        # so in Jupyter the summary would land in the cell instead of the Text tab.
         summary = io.StringIO()
-        with redirect_stdout(summary):
-            self.model.summary()
+        self.model.summary(print_fn=summary.write)
         tf.summary.text("config", f"```\n{self.config.to_json()}```\n\nData: `{self.source}`")
         tf.summary.text("model_summary", f"```\n{summary.getvalue()}\n```")

@@ -1,0 +1,168 @@
+"""The notebook profile for real: `make notebook` as the unprivileged user starts JupyterLab in its
+container, which refuses requests without the token, is published on 127.0.0.1 only and is locked down
+like the other services. The notebook runs inside the container headless (papermill), then in Chromium
+as a user runs it, cell after cell, where the inline TensorBoard, served through Jupyter's port by
+jupyter-server-proxy, must show the run's curves: the screenshot is artifacts/notebook-tensorboard.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from helpers import wait_for
+from stack import ARTIFACTS, PROJECT, sh
+from test_sweep import Chromium
+
+pytestmark = pytest.mark.e2e
+RUN = "e2e-notebook"
+CONTAINER = f"{PROJECT}-notebook-1"
+# Papermill's parameters for the container: its offline data, one short run.
+PARAMETERS = ["-p", "epochs", "2", "-p", "run_name", RUN]
+
+
+def status_without_token(url: str) -> tuple[int, str]:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(url, timeout=10) as response:
+            return response.status, response.headers.get("Location", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Location", "")
+
+
+def in_container(stack, *args: str, timeout: float = 900):
+    return stack.run("docker", "compose", "--profile", "notebook", "exec", "-T", "-w", "/app/notebooks",
+                     "notebook", *args, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def notebook(stack):
+    done = stack.run("make", "notebook", timeout=1800)
+    print(done.stdout[-3000:], done.stderr[-3000:])
+    assert done.returncode == 0, done.stdout + done.stderr
+    yield done.stdout
+    stack.run("docker", "compose", "--profile", "notebook", "rm", "--force", "--stop", "notebook")
+
+
+def test_make_notebook_prints_the_address_with_a_token_that_is_required(stack, notebook):
+    pattern = r"^JupyterLab: (http://127\.0\.0\.1:8888/lab/tree/mnist_tensorboard\.ipynb\?token=(\w+)) "
+    [url] = re.findall(pattern, notebook, re.MULTILINE)
+    address, token = url
+    assert len(token) == 48 and f"JUPYTER_TOKEN={token}" in (stack.dir / ".env").read_text().splitlines()
+    # Without the token: the API refuses, the page sends to the login form.
+    assert status_without_token("http://127.0.0.1:8888/api/contents")[0] == 403
+    code, where = status_without_token("http://127.0.0.1:8888/lab")
+    assert code == 302 and "/login" in where, (code, where)
+    assert status_without_token(f"http://127.0.0.1:8888/api/contents?token={token}")[0] == 200
+    assert status_without_token(address)[0] == 200
+
+
+def test_the_notebook_container_is_published_on_localhost_only_and_locked_down(stack, notebook):
+    c = json.loads(sh("docker", "inspect", CONTAINER).stdout)[0]
+    config, host = c["Config"], c["HostConfig"]
+    assert [b["HostIp"] for b in host["PortBindings"]["8888/tcp"]] == ["127.0.0.1"]
+    assert sh("docker", "port", CONTAINER, "8888").stdout.split() == ["127.0.0.1:8888"]
+    assert config["User"] == f"{stack.uid}:{stack.gid}"
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd") and not host.get("Privileged")
+    assert host["ReadonlyRootfs"] is True
+    assert {m["Destination"] for m in c["Mounts"]} >= {"/app/notebooks", "/app/logs", "/data"}
+
+
+def test_the_notebook_runs_headless_inside_the_container(stack, notebook):
+    started = time.monotonic()
+    done = in_container(stack, "papermill", "mnist_tensorboard.ipynb", "/tmp/executed.ipynb",
+                        "-p", "data", stack.train_data, *PARAMETERS, "-p", "run_name", "e2e-headless")
+    print(f"papermill in the container: {time.monotonic() - started:.0f} s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    executed = json.loads(in_container(stack, "cat", "/tmp/executed.ipynb").stdout)
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert errors == []
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in executed["cells"]
+                   for o in c.get("outputs", []))
+    assert re.search(r'new URL\("/proxy/\d+/", window.location\)', html), "the frame is not proxied"
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert re.search(r"^predicted: [0-9 ]+$", text, re.MULTILINE), text[-2000:]
+    assert (stack.dir / "logs" / "fit" / "e2e-headless" / "model.keras").is_file()
+
+
+# The inline TensorBoard's page, read inside its frame (the same origin: Jupyter's proxy).
+FRAME_TEXT = """(() => {
+  const frame = document.querySelector('iframe[id^="tensorboard-frame-"]');
+  if (!frame || !frame.contentDocument || !frame.contentDocument.body) return '';
+  frame.scrollIntoView();
+  const texts = [];
+  const visit = (root) => {
+    const walker = root.ownerDocument
+      ? root.ownerDocument.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT)
+      : root.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+    for (let n = walker.currentNode; n; n = walker.nextNode()) {
+      if (n.nodeType === Node.TEXT_NODE) { if (n.textContent.trim()) texts.push(n.textContent.trim()); }
+      else if (n.shadowRoot) visit(n.shadowRoot);
+    }
+  };
+  visit(frame.contentDocument);
+  const charts = frame.contentDocument.querySelectorAll('canvas, svg path.line, line-chart').length;
+  return texts.join('\\n') + '\\ncharts: ' + charts;
+})()"""
+
+
+def test_run_in_the_browser_the_inline_tensorboard_shows_the_runs_curves(stack, notebook):
+    """What a user does: open the notebook in JupyterLab and run its cells with Shift+Enter."""
+    token = re.search(r"\?token=(\w+)", notebook)[1]
+    # The notebook with this machine's parameters (offline data, 2 epochs), as papermill writes it.
+    prepared = in_container(stack, "papermill", "--prepare-only", "mnist_tensorboard.ipynb",
+                            "e2e-browser.ipynb", "-p", "data", stack.train_data, *PARAMETERS)
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    shot = ARTIFACTS / "notebook-tensorboard.png"
+    shot.unlink(missing_ok=True)
+    with Chromium() as chromium:
+        chromium.call("Page.navigate", chromium.session,
+                      url=f"http://127.0.0.1:8888/lab/tree/e2e-browser.ipynb?token={token}")
+
+        def evaluate(expression: str):
+            found = chromium.call("Runtime.evaluate", chromium.session, expression=expression,
+                                  returnByValue=True)
+            return found["result"].get("value")
+
+        wait_for(lambda: evaluate("document.querySelectorAll('.jp-Notebook .jp-Cell').length") or 0, 120,
+                 "JupyterLab to show the notebook's cells", interval=0.5)
+        wait_for(lambda: evaluate("!!document.querySelector('.jp-Notebook-ExecutionIndicator')"
+                                  " || document.body.innerText.includes('Idle')"), 60,
+                 "the kernel to start", interval=0.5)
+        time.sleep(2)
+        cells = evaluate("document.querySelectorAll('.jp-Notebook .jp-Cell').length")
+        evaluate("document.querySelector('.jp-Notebook .jp-Cell').click()")
+        for key in ["Escape"] + ["Enter"] * cells:
+            for kind in ("rawKeyDown", "keyUp"):
+                chromium.call("Input.dispatchKeyEvent", chromium.session, type=kind, key=key, code=key,
+                              windowsVirtualKeyCode={"Escape": 27, "Enter": 13}[key],
+                              modifiers=8 if key == "Enter" else 0)
+            time.sleep(0.3)
+
+        def curves():
+            text = evaluate(FRAME_TEXT) or ""
+            charts = int(text.rsplit("charts: ", 1)[1]) if "charts: " in text else 0
+            return text if f"{RUN}/validation" in text and charts else None
+
+        try:
+            wait_for(lambda: evaluate(FRAME_TEXT), 300, "the inline TensorBoard's page", interval=2)
+            wait_for(lambda: (stack.dir / "logs" / "fit" / RUN / "model.keras").is_file(), 900,
+                     f"{RUN} to finish", interval=1)
+            # TensorBoard's page lists the runs it found when it loaded (and on its reload timer,
+            # which a headless page may not run): its reload button, as a user would press it.
+            time.sleep(3)
+            evaluate("document.querySelector('iframe[id^=\"tensorboard-frame-\"]').contentWindow.location.reload()")
+            text = wait_for(curves, 120, "the inline TensorBoard to show the run's curves", interval=2)
+            time.sleep(3)  # let the charts draw
+        finally:
+            chromium.screenshot(shot)
+    assert shot.stat().st_size > 50_000, "the screenshot looks empty"
+    print(f"inline TensorBoard text: {text[:300]!r}")
