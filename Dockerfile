@@ -78,3 +78,6 @@ USER ${UID}:${GID}
 EXPOSE 8888
 ENTRYPOINT ["jupyter", "lab"]
 CMD []
+
+# Last, so that a plain `docker build .` gives the trainer image, as before the notebook target.
+FROM trainer AS default
