@@ -32,7 +32,6 @@ import copy
 import datetime
 import json
 import math
-import os
 import re
 import shlex
 import subprocess
@@ -43,6 +42,7 @@ from helpers import ROOT, SLICE, cli_env, metrics, run_command
 from kubeflow.training.utils.utils import FakeResponse
 from test_kubernetes import (
     DEPLOY,
+    RETAGGED,
     container,
     core_problems,
     hardening_problems,
@@ -50,6 +50,7 @@ from test_kubernetes import (
     load_documents,
     mounts,
     only,
+    retagged,
     strict_model_problems,
     tfjob_problems,
 )
@@ -927,19 +928,12 @@ def test_the_sweep_overlay_renders_the_claim_tensorboard_and_the_experiment():
 
 
 def test_the_sweep_overlay_retags_the_trials_and_tensorboard_alike(tmp_path):
-    overlay = tmp_path / "retagged"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(SWEEP_OVERLAY, overlay)}]\n"
-        "images:\n  - name: mnist-tensorboard/trainer\n"
-        "    newName: registry.example.com/team/mnist-trainer\n    newTag: abc123\n")
-    objects = kustomize(overlay)
+    objects = retagged(tmp_path, SWEEP_OVERLAY)
     exp = only(objects, "Experiment")
     replicas = exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["tfReplicaSpecs"].values()
     found = [c["image"] for spec in replicas for c in spec["template"]["spec"]["containers"]]
     found += [c["image"] for c in only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]]
-    assert found == ["registry.example.com/team/mnist-trainer:abc123"] * 3
+    assert found == [RETAGGED] * 3
 
 
 def test_the_docs_show_the_commands():

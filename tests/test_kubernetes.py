@@ -604,16 +604,24 @@ def test_every_container_runs_the_trainer_image(rendered):
         assert images(objects) == [f"{IMAGE}:latest"] * 3, variant
 
 
-def test_kustomize_images_retags_the_tfjob_and_tensorboard_alike(tmp_path):
-    """What docs/kubernetes.md tells users to do after pushing the image to their registry."""
+RETAGGED = "registry.example.com/team/mnist-trainer:abc123"
+
+
+def retagged(tmp_path: Path, folder: Path) -> list[dict]:
+    """`folder` rendered through an overlay that retags the image to RETAGGED, as docs/kubernetes.md
+    tells users to do after pushing it to their registry."""
     overlay = tmp_path / "retagged"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(DEPLOY / 'gpu', overlay)}]\n"
+        f"resources: [{os.path.relpath(folder, overlay)}]\n"
         f"images:\n  - name: {IMAGE}\n"
         "    newName: registry.example.com/team/mnist-trainer\n    newTag: abc123\n")
-    assert images(kustomize(overlay)) == ["registry.example.com/team/mnist-trainer:abc123"] * 3
+    return kustomize(overlay)
+
+
+def test_kustomize_images_retags_the_tfjob_and_tensorboard_alike(tmp_path):
+    assert images(retagged(tmp_path, DEPLOY / "gpu")) == [RETAGGED] * 3
 
 
 def test_the_gpu_variant_only_adds_one_gpu_to_each_trainer_replica(rendered):
