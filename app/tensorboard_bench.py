@@ -15,6 +15,7 @@ and the time until /data/runs lists it is reported.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
@@ -159,7 +160,6 @@ class Client:
         if response.status != 200:
             raise RuntimeError(f"{method} {path}: HTTP {response.status}")
         if response.getheader("Content-Encoding") == "gzip":
-            import gzip
             data = gzip.decompress(data)
         return json.loads(data) if data[:1] in b"[{" else data
 
