@@ -1,7 +1,7 @@
 # The trainer image: python -m app on the official TensorFlow GPU image. It also serves TensorBoard
 # (the tensorboard service runs it with another entry point), so there is one image to build.
 # The one place the TensorFlow version is written: the image name carries none, tests/e2e reads it
-# from here, and tests/test_versions.py checks requirements*.txt and the rest against it.
+# from here, and tests/unit/test_versions.py checks requirements*.txt and the rest against it.
 ARG TF_VERSION=2.21.0
 # Any image with python3, pip and TensorFlow ${TF_VERSION} will do (make e2e uses a local stand-in).
 # Compose passes BASE_IMAGE only when it is set, so this default holds otherwise.
@@ -23,7 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KERAS_HOME=/cache/keras \
     TF_CPP_MIN_LOG_LEVEL=1
 
-COPY docker/pip-install /usr/local/bin/pip-install
+COPY docker/image/pip-install /usr/local/bin/pip-install
 
 # The big, rarely changing layer first. tensorflow[and-cuda] of the same version adds only the
 # nvidia-* wheels; ld.so is pointed at them so that they win over older copies in the image.
@@ -66,7 +66,7 @@ USER 0:0
 COPY requirements-notebook.txt /tmp/requirements-notebook.txt
 RUN --mount=type=secret,id=ca,required=false \
     pip-install -r /tmp/requirements-notebook.txt
-COPY docker/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
+COPY docker/image/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
 # The copy in the image; compose mounts ./notebooks over it, so the user's edits stay on the host.
 COPY notebooks ./notebooks
 # The %tensorboard magic draws its frame at this address instead of the browser's host and

@@ -29,10 +29,10 @@ $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
 MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTIWORKER_ARGS='--epochs 3'
 SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--epochs 2 --trials 4'
-BENCH_ARGS ?= --repeat 3# flags for python -m app.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
-BENCH_SWEEP_ARGS ?=# flags for python -m app.sweep.bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
-BENCH_TB_ARGS ?=# flags for python -m app.tensorboard_bench, e.g. BENCH_TB_ARGS='--variant before'
-PROFILE_ARGS ?=# flags for python -m app.step_profile, e.g. PROFILE_ARGS='--precision float32'
+BENCH_ARGS ?= --repeat 3# flags for python -m tools.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
+BENCH_SWEEP_ARGS ?=# flags for python -m tools.sweep_bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
+BENCH_TB_ARGS ?=# flags for python -m tools.tensorboard_bench, e.g. BENCH_TB_ARGS='--variant before'
+PROFILE_ARGS ?=# flags for python -m tools.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
 
 # Who the containers run as: the user calling make, so ./logs stays theirs. make setup writes the
@@ -46,18 +46,19 @@ export HOST_GID := $(shell id -g)
 IMAGE := mnist-tensorboard/trainer
 VENV := .venv
 # With DATA_DIR set, train from it unless TRAIN_ARGS already names --data.
-RUN_ARGS = $(TRAIN_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(TRAIN_ARGS)),,--data /data))
+# --data is looked for as a word, alone or as --data=PATH: --dataset is another flag.
+with_data = $(strip $(1) $(if $(DATA_DIR),$(if $(filter --data --data=%,$(1)),,--data /data)))
+RUN_ARGS = $(call with_data,$(TRAIN_ARGS))
 # The same for make multiworker, whose flags reach the containers as MULTIWORKER_ARGS (set only when
-# there are any, so that a line in .env holds otherwise).
-MW_ARGS = $(strip $(MULTIWORKER_ARGS) $(if $(DATA_DIR),$(if $(findstring --data,$(MULTIWORKER_ARGS)),,--data /data)))
-# The same for make sweep and SWEEP_ARGS; --data is looked for as a word (--dataset is another flag).
-SW_ARGS = $(strip $(SWEEP_ARGS) $(if $(DATA_DIR),$(if $(filter --data --data=%,$(SWEEP_ARGS)),,--data /data)))
+# there are any, so that a line in .env holds otherwise), and for make sweep and SWEEP_ARGS.
+MW_ARGS = $(call with_data,$(MULTIWORKER_ARGS))
+SW_ARGS = $(call with_data,$(SWEEP_ARGS))
 # Passed to the sweepers only when there are any (below), so that a line in .env holds otherwise.
 unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 
-.PHONY: help setup up down train multiworker sweep notebook tensorboard logs gpu-check build test test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -112,7 +113,7 @@ down: ## stop and remove the containers; runs in ./logs and the dataset cache st
 	docker compose --profile '*' down --remove-orphans
 
 gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
-	docker compose run --rm --entrypoint python3 trainer -m app.devices
+	docker compose run --rm --entrypoint python3 trainer -m app.scale.devices
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-katib.txt
 	$(PYTHON) -m venv $(VENV)
@@ -120,18 +121,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-katib.txt
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements-katib.txt  # why --no-deps: in that file
 	touch $@
 
-test: $(VENV)/.installed ## run the test suite (makes .venv first: tensorflow-cpu, tensorboard, pytest)
-	$(VENV)/bin/pytest
+venv: $(VENV)/.installed ## make .venv, the environment python -m app runs in without Docker: .venv/bin/python -m app
 
-test-slow: $(VENV)/.installed ## the slow tests: three kills in one run, a full disk, gzip bombs
-	$(VENV)/bin/pytest -m slow
+# The three tiers (docs/development.md#tests); --durations shows where the time goes on every run.
+test: $(VENV)/.installed ## the fast tests, no training (under 2 minutes; makes .venv first)
+	$(VENV)/bin/pytest --durations=15 tests/unit
+
+test-integration: $(VENV)/.installed ## real training on tiny data: runs, resume, TensorBoard, sweeps, notebook
+	$(VENV)/bin/pytest --durations=15 tests/integration
+
+test-slow: $(VENV)/.installed ## the slow tests: three kills in one run, a full disk (as root), gzip bombs
+	$(VENV)/bin/pytest --durations=15 -m slow tests/unit tests/integration
 
 # As root (CI), the machine is prepared first: packages, Docker, Compose, Chromium, the e2e user and
 # the stand-in base image (tests/e2e/setup_machine.sh, quick when all is there). Anyone else needs
 # Docker, Compose v2 and Chromium already; the tests say what is missing.
 e2e: $(VENV)/.installed ## the container stack end to end: real Docker, compose, make and Chromium
 	@if [ "$$(id -u)" = 0 ]; then tests/e2e/setup_machine.sh; fi
-	$(VENV)/bin/pytest -m e2e -p no:cacheprovider tests/e2e
+	$(VENV)/bin/pytest --durations=15 -m e2e -p no:cacheprovider tests/e2e
 
 # The full-size default data of bench and profile: Fashion-MNIST from Debian's dataset-fashion-mnist
 # (60,000 + 10,000 images in MNIST's format), installed when missing and make runs as root.
@@ -140,16 +147,16 @@ fashion-mnist:
 	  { export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
 
 bench: $(VENV)/.installed fashion-mnist ## the original configuration against the project's on 60,000 images: speed, accuracy, memory
-	$(VENV)/bin/python -m app.bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m tools.bench $(BENCH_ARGS)
 
 bench-sweep: $(VENV)/.installed fashion-mnist ## the same sweep trials with and without pruning, on one sweeper and two
-	$(VENV)/bin/python -m app.sweep.bench $(BENCH_SWEEP_ARGS)
+	$(VENV)/bin/python -m tools.sweep_bench $(BENCH_SWEEP_ARGS)
 
 bench-tensorboard: $(VENV)/.installed ## TensorBoard's Scalars and HParams requests with 500 trials, for 1, 10 and 50 users
-	$(VENV)/bin/python -m app.tensorboard_bench $(BENCH_TB_ARGS)
+	$(VENV)/bin/python -m tools.tensorboard_bench $(BENCH_TB_ARGS)
 
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
-	$(VENV)/bin/python -m app.step_profile $(PROFILE_ARGS)
+	$(VENV)/bin/python -m tools.step_profile $(PROFILE_ARGS)
 
 # The hooks of .pre-commit-config.yaml, run by .venv's pinned pre-commit on every file git tracks:
 # ruff, hadolint, the workflow, Dependabot and Compose files against their schemas, zizmor. The same
@@ -157,6 +164,6 @@ profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where 
 lint: $(VENV)/.installed ## the pre-commit hooks: ruff, hadolint, schema checks, zizmor
 	$(VENV)/bin/pre-commit run --all-files
 
-clean: ## remove .venv and caches (never ./logs or .env: your runs and settings are yours)
+clean: ## remove .venv, caches and artifacts/ (the benchmarks' and e2e tests' output); never ./logs or .env
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -121,10 +121,8 @@ def _sync(folder: Path) -> None:
 
 
 class EveryEpoch(keras.callbacks.Callback):
-    """Time each epoch and checkpoint at its end, with `state` brought up to date.
-
-    Must come last: it records the logs the others completed, and times the whole epoch.
-    """
+    """Time each epoch and checkpoint at its end, with `state` brought up to date (train.py says
+    where it runs among the callbacks, and why)."""
 
     def __init__(self, run_dir: Path, state: RunState):
         super().__init__()
@@ -142,5 +140,9 @@ class EveryEpoch(keras.callbacks.Callback):
         save(self.run_dir, self.model, epoch + 1, self.state)
 
 
+# How Keras names a seed generator's state variable. BORROWED: app/borrowed.py checks it.
+SEED_STATE_SUFFIX = "seed_generator_state"
+
+
 def _seed_states(model: keras.Model) -> list:
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    return [v for v in model.variables if v.path.endswith(SEED_STATE_SUFFIX)]

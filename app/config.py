@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import re
+import typing
 from typing import Any
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -177,6 +178,29 @@ def _profile_range(text: str) -> tuple[int, int] | None:
     return first, last
 
 
+# What each annotation a setting may have means on a command line and in a sweep file; any other
+# (a Path, say) is refused when this module is imported, rather than quietly parsed as text.
+_KINDS = {int: int, float: float, bool: bool, str: str, str | None: str, int | None: int, list[str]: list}
+
+
+def _declared_kinds() -> dict[str, type]:
+    kinds = {}
+    for name, annotation in typing.get_type_hints(Config).items():
+        if annotation not in _KINDS:
+            raise TypeError(f"setting {name} is declared {annotation}; app/config.py knows how to read only "
+                            f"{', '.join(map(str, _KINDS))}: add the new kind to _KINDS and to the readers")
+        kinds[name] = _KINDS[annotation]
+    return kinds
+
+
+KINDS = _declared_kinds()
+
+
+def kind(field: dataclasses.Field) -> type:
+    """The Python type a setting's value has: int, float, bool, str, or list (set by code only)."""
+    return KINDS[field.name]
+
+
 def flag(field: dataclasses.Field) -> str:
     return "--" + field.name.replace("_", "-")
 
@@ -214,13 +238,12 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
         group = groups.get(meta["group"]) or groups.setdefault(
             meta["group"], parser.add_argument_group(meta["group"]))
         help_text = f"{meta['help']} (default: {_shown_default(field)})"
-        if field.type == "bool":
+        if kind(field) is bool:
             group.add_argument(flag(field), action="store_true", default=argparse.SUPPRESS, help=help_text)
             continue
-        kind = {"int": int, "float": float}.get(field.type, str)
         optional = {"nargs": "?", "const": meta["bare"]} if meta["bare"] else {}
-        group.add_argument(flag(field), type=kind, choices=meta["choices"] or None, metavar=meta["metavar"],
-                           default=argparse.SUPPRESS, help=help_text, **optional)
+        group.add_argument(flag(field), type=kind(field), choices=meta["choices"] or None,
+                           metavar=meta["metavar"], default=argparse.SUPPRESS, help=help_text, **optional)
 
 
 def flag_table() -> str:

@@ -12,12 +12,35 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from app.config import ConfigError
+from app.config import Config, ConfigError, resumed
+
+_TAKEN = "run {name!r} already exists in {folder}; add --resume to continue it, or choose another --run-name"
 
 
 def fit_dir(log_dir: str) -> Path:
     return Path(log_dir) / "fit"
+
+
+def settled_config(given: dict[str, Any]) -> Config:
+    """The config a start trains with: the settings `given` (name: value), checked; or, where it
+    continues a run (--resume, or --resume auto and the run exists), the run's own saved config
+    updated by them under the resume rules. The CLI, the notebook and the sweeper all start so."""
+    config = Config(**given).validate()
+    if continuing(config.log_dir, config.run_name, config.resume):
+        saved = existing(config.log_dir, config.run_name) / "config.json"
+        return resumed(saved.read_text(), given)
+    return config
+
+
+def check_unclaimed(config: Config) -> None:
+    """Refuse to start a new run under a name already taken, before anything trains (claim() checks
+    again, atomically); a run that is being continued is not new."""
+    if config.run_name is None or continuing(config.log_dir, config.run_name, config.resume):
+        return
+    if (fit_dir(config.log_dir) / config.run_name).exists():
+        raise ConfigError(_TAKEN.format(name=config.run_name, folder=fit_dir(config.log_dir)))
 
 
 def check_writable(log_dir: str) -> None:
@@ -40,8 +63,7 @@ def claim(log_dir: str, run_name: str | None) -> Path:
         try:
             (folder / run_name).mkdir()
         except FileExistsError:
-            raise ConfigError(f"run {run_name!r} already exists in {folder}; add --resume to continue it, "
-                              "or choose another --run-name") from None
+            raise ConfigError(_TAKEN.format(name=run_name, folder=folder)) from None
         return folder / run_name
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in ["", *(f"-{i}" for i in range(2, 1000))]:

@@ -35,8 +35,8 @@ LARGEST = 16 << 20  # a bigger answer is not kept
 
 
 class _Answer:
-    def __init__(self, status: str, headers: list, body: bytes):
-        self.status, self.headers, self.body, self.at = status, headers, body, time.monotonic()
+    def __init__(self, status: str, headers: list, body: bytes, at: float):
+        self.status, self.headers, self.body, self.at = status, headers, body, at
 
 
 class _Slot:
@@ -51,8 +51,8 @@ class _Slot:
 class SharedAnswers:
     """WSGI middleware: one computation of a data request per `seconds` (see the module docstring)."""
 
-    def __init__(self, app, seconds: float):
-        self.app, self.seconds = app, seconds
+    def __init__(self, app, seconds: float, clock=time.monotonic):
+        self.app, self.seconds, self.clock = app, seconds, clock
         self.slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
         self.lock = threading.Lock()  # guards slots and kept
         self.kept = 0  # bytes of the answers in slots
@@ -92,7 +92,7 @@ class SharedAnswers:
         with slot.done:
             while True:
                 answer = slot.answer
-                if answer and time.monotonic() - answer.at < self.seconds:
+                if answer and self.clock() - answer.at < self.seconds:
                     return answer
                 if not slot.computing:
                     slot.computing = True
@@ -108,7 +108,7 @@ class SharedAnswers:
     def _compute(self, key, slot: _Slot, environ, body: bytes) -> _Answer:
         try:
             environ["wsgi.input"] = io.BytesIO(body)
-            answer = _call(self.app, environ)
+            answer = _call(self.app, environ, self.clock())
         except BaseException:
             answer = None
             raise
@@ -121,7 +121,7 @@ class SharedAnswers:
         return answer
 
 
-def _call(app, environ) -> _Answer:
+def _call(app, environ, at: float) -> _Answer:
     started = {}
 
     def start_response(status, headers, exc_info=None):
@@ -133,10 +133,11 @@ def _call(app, environ) -> _Answer:
     finally:
         if hasattr(chunks, "close"):
             chunks.close()
-    return _Answer(started["status"], started["headers"], body)
+    return _Answer(started["status"], started["headers"], body, at)
 
 
 def main() -> None:
+    # BORROWED: main_lib.global_init and program.WerkzeugServer (app/borrowed.py).
     from absl import app
     from tensorboard import default, main_lib, program
     from tensorboard.plugins import base_plugin

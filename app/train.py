@@ -18,9 +18,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, devices, distribution, metric_lines, pipeline, runs, tabs
+from app import checkpoints, data, metric_lines, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
+from app.scale import devices, distribution
 from app.validation import Validation
 
 
@@ -41,7 +42,8 @@ class Interrupted(Exception):
 
 
 def train(config: Config, digits: data.Digits | None = None, extra_callbacks: list | None = None) -> dict:
-    """Train one run; `extra_callbacks` (the benchmark's clock) run last, after the checkpoint."""
+    """Train one run; `extra_callbacks` (a sweep's reporter, the benchmark's clock) run after the
+    checkpoint."""
     digits = digits or data.load(config.dataset, config.data)
     plan = devices.plan(config.precision)  # before the strategy: it may set GPU memory growth
     scale = distribution.scale(config.strategy)
@@ -98,7 +100,12 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     else:
         state = checkpoints.RunState(policy=plan.policy)
 
-    # --- callbacks: validation first (it adds val_* to the logs), the checkpoint last ----------
+    # --- callbacks, in the order Keras runs them at each epoch's end ------------------------------
+    # 1. the epoch's shuffle (at its start) and validation, which adds val_* to the logs all others read;
+    # 2. the TensorBoard tabs, and TerminateOnNaN, which stops a NaN loss before a checkpoint keeps it;
+    # 3. the checkpoint, with the complete logs; it times the epoch, the tabs' writing included;
+    # 4. what reads a saved epoch: the metric line (Katib may stop the run once it reads it) and
+    #    `extra_callbacks` (a sweep's pruning report, which a takeover must find saved).
     validation = Validation(digits.x_test, digits.y_test)
     callbacks = [shuffle_each_epoch, validation]
     writer = None
@@ -107,14 +114,12 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
         callbacks += tabs.callbacks(writer, run_dir, config, digits, validation,
                                     first_session=epochs_done == 0,
                                     steps_per_execution=plan.steps_per_execution)
-    # Stop at once on a NaN or infinite loss, before a checkpoint could keep it.
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
     if scale.writes:
         callbacks.append(checkpoints.EveryEpoch(run_dir, state))
     if not sys.stdout.isatty():
-        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py), once
-        # the epoch is saved: Katib's early stopping may stop the run as soon as it reads the line. On
-        # a terminal the progress bar shows the same numbers.
+        # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py). On a
+        # terminal the progress bar shows the same numbers.
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
             metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     callbacks += extra_callbacks or []
@@ -208,7 +213,7 @@ def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.S
               f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)
         raise
     except RuntimeError as e:
-        if not str(e).startswith(_KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
+        if not str(e).startswith(KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
             raise
         step, saved = int(model.optimizer.iterations.numpy()), checkpoints.epochs_saved(run_dir)
         raise Diverged(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
@@ -221,9 +226,9 @@ def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.S
                         f"then continue with --run-name {name} --resume") from None
 
 
-# How keras.callbacks.TerminateOnNaN(raise_error=True) words its RuntimeError (Keras 3.15.1);
-# test_faults.py's NaN test fails if a Keras upgrade changes it.
-_KERAS_NAN_MESSAGE = "NaN or Inf loss encountered"
+# How keras.callbacks.TerminateOnNaN(raise_error=True) words its RuntimeError. BORROWED: app/borrowed.py
+# checks it against the installed Keras.
+KERAS_NAN_MESSAGE = "NaN or Inf loss encountered"
 
 
 def _learning_rate(config: Config, steps_per_epoch: int):

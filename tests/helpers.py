@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from tools.common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE = ROOT / "tests" / "data" / "mnist-slice.npz"  # 1,200 + 300 real MNIST digits
@@ -27,6 +30,14 @@ def idx_bytes(array: np.ndarray) -> bytes:
     """`array` (uint8 images (N, 28, 28) or labels (N,)) as an uncompressed MNIST IDX file."""
     header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
     return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def run_folders(fit: Path) -> list[str]:
+    """The names of the run folders in log folder `fit`, sorted; not its `_hparams` run, which holds
+    the HParams tab's columns (app/tabs/hparams.py), nor hidden files."""
+    if not fit.is_dir():
+        return []
+    return sorted(p.name for p in fit.iterdir() if p.is_dir() and p.name[0].isalnum())
 
 
 def metrics(run_dir: Path) -> dict:
@@ -55,6 +66,30 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
     """`python -m app ARGS` in `cwd`, as a user would run it."""
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, env=cli_env(),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_main(main, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A command line's `main(args)` run in this process, in `cwd`, with `env` set: its exit code and
+    output as a user sees them (the fast tier's way to run the CLIs; argparse's exits included)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    previous = os.getcwd()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
@@ -134,14 +169,19 @@ class TensorBoard:
     starts it (app/tensorboard_server.py: TensorBoard sharing its answers for --reload_interval)."""
 
     def __init__(self, logdir: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.tensorboard_server", "--logdir", str(logdir),
-             "--port", str(self.port), "--host", "127.0.0.1", "--reload_interval", "1"], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for(self._up, 60, "TensorBoard to answer", interval=0.3)
+        # A free port can be taken by another process before TensorBoard binds it: then try another.
+        for attempt in range(3):
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.tensorboard_server", "--logdir", str(logdir),
+                 "--port", str(self.port), "--host", "127.0.0.1", "--reload_interval", "1"], cwd=ROOT,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(self._up, 60, "TensorBoard to answer", interval=0.3, process=self.process)
+                return
+            except AssertionError as e:
+                if attempt == 2 or "already in use" not in str(e):
+                    raise
 
     def _up(self) -> bool:
         try:

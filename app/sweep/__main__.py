@@ -15,18 +15,22 @@ import shlex
 import sys
 from pathlib import Path
 
-from app import distribution, runs
-from app.__main__ import OneLineParser
-from app.compose_cluster import count_gpus
-from app.config import Config, ConfigError, add_arguments, flag_fields
-from app.data import DataError, load
-from app.sweep.leases import keep_one_gpu
-from app.sweep.spec import NOT_FIXABLE, SweepError, check_same_space
-from app.sweep.spec import load as load_sweep
+from app import cli
+
+cli.require_packages("python -m app.sweep")  # before the imports below, which need numpy and yaml
+
+from app import runs  # noqa: E402
+from app.config import Config, ConfigError, add_arguments, flag_fields  # noqa: E402
+from app.data import DataError, load  # noqa: E402
+from app.scale import distribution  # noqa: E402
+from app.scale.hardware import count_gpus  # noqa: E402
+from app.sweep.leases import keep_one_gpu  # noqa: E402
+from app.sweep.spec import NOT_FIXABLE, SweepError, check_same_space  # noqa: E402
+from app.sweep.spec import load as load_sweep  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
+    p = cli.OneLineParser(
         prog="python -m app.sweep",
         description="Run trials of the sweep in FILE (docs/sweeps.md) until its study has the file's "
                     "number of finished trials; each trial is a normal run in LOG_DIR/fit/NAME-trial-NNN, "
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = [*argv, *shlex.split(os.environ.get("SWEEP_ARGS", ""))]
     except ValueError as e:
-        return _fail(f"SWEEP_ARGS={os.environ['SWEEP_ARGS']!r}: {e}; quote it as in a shell", 2)
+        return cli.fail(f"SWEEP_ARGS={os.environ['SWEEP_ARGS']!r}: {e}; quote it as in a shell", 2)
     given = vars(parser().parse_args(argv))
     path, trials, katib = given.pop("file"), given.pop("trials"), given.pop("katib")
     if katib:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         sweepers = _sweepers(os.environ.get("SWEEPERS", "1"))
         runs.check_writable(base.log_dir)  # the first thing written, once all else is known good
     except (SweepError, ConfigError, DataError) as e:
-        return _fail(e, 2)
+        return cli.fail(e, 2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     gpu = keep_one_gpu(Path(base.log_dir) / "sweeps" / "gpu-locks", count_gpus(), os.environ)
@@ -82,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_sweep(sweep, digits, threads)
     except (SweepError, ConfigError, DataError) as e:
-        return _fail(e, 2)
+        return cli.fail(e, 2)
     except RunFailed as e:
-        return _fail(e, 1)
+        return cli.fail(e, 1)
 
 
 def _print_katib(path: str, given: dict, trials: int | None, argv: list[str]) -> int:
@@ -95,7 +99,7 @@ def _print_katib(path: str, given: dict, trials: int | None, argv: list[str]) ->
         sweep = load_sweep(path, given, trials)
         text = katib.to_yaml(katib.experiment(sweep), shlex.join(["python", "-m", "app.sweep", *argv]))
     except (SweepError, ConfigError) as e:
-        return _fail(e, 2)
+        return cli.fail(e, 2)
     print(text, end="")
     return 0
 
@@ -116,11 +120,6 @@ def _share_of_cores(sweepers: int) -> int:
     print(f"sweeper: one of {sweepers} on this CPU host, {threads} thread{'s' * (threads != 1)} each",
           flush=True)
     return threads
-
-
-def _fail(message: object, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ why (docs/kubernetes.md#sweeps-with-katib has the whole story):
   from the trial's last epoch (`metricStrategies: latest`), as the one-host sweep takes its value.
 - pruning: Katib's `medianstop`; none without pruning.
 - each trial: a TFJob, a Chief and a Worker with the pod template of deploy/kubernetes/base/
-  tfjob.yaml (tests/test_katib.py checks they are the same), so `--strategy auto` and the claim
+  tfjob.yaml (tests/unit/test_katib.py checks they are the same), so `--strategy auto` and the claim
   `mnist-logs` work as for the single TFJob, and every trial is one more run for the TensorBoard
   that reads that claim. Its run folder is the Katib trial's own name.
 - metrics: Katib's StdOut collector, with app/metric_lines.py's filter on the lines the trainer
@@ -25,7 +25,6 @@ Imports neither Optuna nor TensorFlow: like the sweep file's checks, this answer
 from __future__ import annotations
 
 import copy
-import math
 import re
 import shlex
 
@@ -36,7 +35,6 @@ from app.config import as_flags
 from app.sweep.spec import OBJECTIVES, Parameter, Sweep, SweepError
 
 API_VERSION = "kubeflow.org/v1beta1"
-ALGORITHMS = {"tpe": "tpe", "random": "random", "grid": "grid"}  # the sweep's sampler: Katib's algorithm
 # Trials at once. The one-host sweep's default (`make sweep`) is 2 sweepers; each trial here is two
 # pods (Chief and Worker). `kubectl patch` may change it on a running Experiment (Katib allows it).
 PARALLEL_TRIALS = 2
@@ -74,12 +72,6 @@ def experiment(sweep: Sweep) -> dict:
     """The Experiment (a plain dict, ready for YAML) that runs `sweep` on Katib."""
     name = experiment_name(sweep)
     _check_fixed(sweep)
-    if sweep.sampler == "grid":
-        points = math.prod(len(p.choices) for p in sweep.parameters)
-        if sweep.trials > points:
-            # Katib's grid (its optuna suggestion service) refuses more trials than grid points.
-            raise SweepError(f"{sweep.source}: --katib: Katib's grid runs at most its {points} points, "
-                             f"not {sweep.trials} trials; lower trials (or --trials) to {points}")
     others = [m for m in OBJECTIVES if m != sweep.metric]
     spec = {
         "objective": {
@@ -88,7 +80,7 @@ def experiment(sweep: Sweep) -> dict:
             "additionalMetricNames": others,
             "metricStrategies": [{"name": m, "value": "latest"} for m in (sweep.metric, *others)],
         },
-        "algorithm": {"algorithmName": ALGORITHMS[sweep.sampler]},
+        "algorithm": {"algorithmName": sweep.sampler},  # Katib has algorithms of the same names
         **({"earlyStopping": _early_stopping(sweep)} if sweep.pruning else {}),
         "maxTrialCount": sweep.trials,
         "parallelTrialCount": min(PARALLEL_TRIALS, sweep.trials),
@@ -196,7 +188,7 @@ def trial_job(args: list[str]) -> dict:
 
 # deploy/kubernetes/base/tfjob.yaml's pod template, whose comments say why each line is there; the
 # image is not in the Docker image (deploy/ is not copied), so it is repeated here and
-# tests/test_katib.py checks the two are the same but for the command.
+# tests/unit/test_katib.py checks the two are the same but for the command.
 POD_TEMPLATE = {
     "metadata": {"labels": dict(LABELS)},
     "spec": {

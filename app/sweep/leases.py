@@ -32,13 +32,14 @@ class Sweeper:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._file = open(self.folder / f"{self.id}.lock", "w")  # noqa: SIM115 (held for life)
         fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.closed = False
 
     def is_alive(self, owner: str | None) -> bool:
         """Whether sweeper `owner` still lives; its leftover lock file goes once it is known dead."""
         if owner is None:
             return False
         if owner == self.id:
-            return True
+            return not self.closed
         path = self.folder / f"{owner}.lock"
         try:
             with open(path, "r+") as f:
@@ -52,6 +53,8 @@ class Sweeper:
         return False
 
     def close(self) -> None:
+        """Give up the lease: from now on this sweeper's trials are orphans, for it as for others."""
+        self.closed = True
         path = Path(self._file.name)
         path.unlink(missing_ok=True)
         self._file.close()

@@ -20,7 +20,7 @@ import tensorflow as tf
 from optuna.trial import TrialState
 
 from app import checkpoints, data, runs
-from app.config import Config, as_flags, resumed
+from app.config import Config, as_flags
 from app.sweep import leases, study
 from app.sweep.spec import Sweep, sweep_dir
 from app.tabs import hparams
@@ -62,23 +62,21 @@ def run_sweep(sweep: Sweep, digits: data.Digits | None, threads: int | None = No
               "an interrupted trial continues from its last completed epoch", file=sys.stderr, flush=True)
         return stop.exit_code
     finally:
-        report = study.write_summary(the_study, sweep, sweeper, log_dir)
+        # The lease first: a trial this sweeper leaves unfinished is then `interrupted` in the summary.
         sweeper.close()
+        report = study.write_summary(the_study, sweep, sweeper, log_dir)
     print(table(report, sweep), flush=True)
     return 0
 
 
 def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digits, log_dir: str) -> None:
     params = study.suggest(trial, sweep)
-    config = sweep.trial_config(params, trial.number)
-    run_dir = runs.fit_dir(log_dir) / config.run_name
-    continued = runs.continuing(log_dir, config.run_name, "auto")
+    run_dir = runs.fit_dir(log_dir) / sweep.run_name(trial.number)
+    continued = runs.continuing(log_dir, run_dir.name, "auto")
+    # The run's own resume rules: a flag that changed a kept setting is refused, as for a run.
+    config = runs.settled_config(sweep.trial_settings(params, trial.number))
     reporter = ReportEachEpoch(trial, sweep.metric, prune=sweep.pruning is not None, epochs=config.epochs)
     if continued:
-        # The run's own resume rules: a flag that changed a kept setting is refused, as for a run.
-        set_here = (*sweep.fixed, *params, "run_name", "resume", "sweep", "trial", "swept")
-        given = {k: getattr(config, k) for k in set_here}
-        config = resumed((run_dir / "config.json").read_text(), given)
         saved = checkpoints.latest(run_dir)
         if saved is not None and reporter.catch_up(saved.state.history):
             # It was pruned before its sweeper died: evaluate and export it as it stands, no more epochs.

@@ -16,11 +16,12 @@ from typing import Any
 
 import yaml
 
-from app.config import Config, ConfigError, flag
+from app.config import Config, ConfigError, flag, kind
 
 # Metrics a trial reports after every epoch (Keras' history names), and which way is better.
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "accuracy": "maximize", "loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
+DEFAULT_TRIALS = 10  # when the file gives none (a grid runs all its points)
 # The sweep names, resumes and places its trials itself.
 NOT_FIXABLE = ("run_name", "resume", "sweep", "trial", "swept", "summaries")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
@@ -71,14 +72,11 @@ class Sweep:
                 "sampler": self.sampler,
                 "parameters": {p.name: p.describe() for p in self.parameters}}
 
-    def space_json(self) -> str:
-        return json.dumps(self.space(), indent=2, sort_keys=True) + "\n"
-
-    def trial_config(self, params: dict[str, Any], number: int) -> Config:
-        """The config of trial `number`: a normal run, named for its sweep and number."""
-        return Config(**{**self.fixed, **params, "run_name": self.run_name(number), "resume": "auto",
-                         "sweep": self.name, "trial": number,
-                         "swept": [p.name for p in self.parameters]}).validate()
+    def trial_settings(self, params: dict[str, Any], number: int) -> dict[str, Any]:
+        """The settings of trial `number`: a normal run, named for its sweep and number, continued
+        from its own folder when it exists (a takeover, or the same command after a stop)."""
+        return {**self.fixed, **params, "run_name": self.run_name(number), "resume": "auto",
+                "sweep": self.name, "trial": number, "swept": [p.name for p in self.parameters]}
 
     def run_name(self, number: int) -> str:
         return f"{self.name}-trial-{number:03d}"
@@ -132,9 +130,9 @@ def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
     if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
         raise SweepError(f"{where}: name {name!r} is not a plain folder name: letters, digits, '.', '_' "
                          "and '-' (up to 60), starting with a letter or digit")
-    count = doc.get("trials", 10) if trials is None else trials
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        origin = "--trials" if trials is not None else "trials"
+    count = doc.get("trials") if trials is None else trials
+    origin = "--trials" if trials is not None else "trials"
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise SweepError(f"{where}: {origin} must be a whole number of at least 1 (got {count!r})")
     metric, direction = _objective(doc.get("objective", "val_accuracy"), where)
     sampler = doc.get("sampler", "tpe")
@@ -147,8 +145,16 @@ def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
         raise SweepError(f"{where}: parameters must map at least one setting to its range or choices, "
                          "e.g. learning_rate: {low: 0.001, high: 0.01, log: true}")
     parameters = tuple(_parameter(str(n), spec, f"{where}: parameters.{n}") for n, spec in raw.items())
-    if sampler == "grid" and any(p.kind != "choice" for p in parameters):
-        raise SweepError(f"{where}: sampler grid needs choices for every parameter (a grid has no ranges)")
+    if sampler == "grid":
+        if any(p.kind != "choice" for p in parameters):
+            raise SweepError(f"{where}: sampler grid needs choices for every parameter (it has no ranges)")
+        # A grid runs each point once: by default all of them, never more (Katib's grid refuses it too).
+        points = math.prod(len(p.choices) for p in parameters)
+        if count is not None and count > points:
+            raise SweepError(f"{where}: the grid has {points} points, so {origin} can be at most {points} "
+                             f"(got {count}); leave trials out to run every point")
+        count = points if count is None else count
+    count = DEFAULT_TRIALS if count is None else count
 
     fixed_file = doc.get("fixed") or {}
     if not isinstance(fixed_file, dict):
@@ -234,7 +240,7 @@ def _parameter(name: str, raw, where: str) -> Parameter:
             raise SweepError(f"{where}: choices repeat a value ({list(choices)})")
         return Parameter(name, "choice", choices=values)
 
-    if field.type not in ("int", "float"):
+    if kind(field) not in (int, float):
         raise SweepError(f"{where}: {flag(field)} is not a number, so it takes choices: [...], not a range")
     if set(raw) - {"low", "high", "log"} or not {"low", "high"} <= set(raw):
         raise SweepError(f"{where}: a range is {{low: A, high: B}}, with log: true for a log range")
@@ -250,24 +256,22 @@ def _parameter(name: str, raw, where: str) -> Parameter:
     if low == high:
         raise SweepError(f"{where}: the range is empty (low = high = {low!r}); put a single value "
                          "under fixed:")
-    return Parameter(name, field.type, low=low, high=high, log=log)
+    return Parameter(name, kind(field).__name__, low=low, high=high, log=log)
 
 
 def _fixed_value(name: str, value, where: str):
     """`value` as setting `name` takes it, checked by the setting's own validation."""
     field = _field(name)
-    kind = field.type
-    if isinstance(value, str) and kind == "float" and _FLOAT_TEXT.fullmatch(value.strip()):
+    wanted = kind(field)
+    if isinstance(value, str) and wanted is float and _FLOAT_TEXT.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; a user means the number
-    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "bool": lambda v: isinstance(v, bool)}.get(kind, lambda v: isinstance(v, str))
-    if kind == "str | None":
-        ok = lambda v: isinstance(v, str)  # noqa: E731
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}[wanted]
     if not ok(value):
-        wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(kind, "text")
-        raise SweepError(f"{where}: {flag(field)} takes {wanted} (got {value!r})")
-    if kind == "float":
+        shown = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[wanted]
+        raise SweepError(f"{where}: {flag(field)} takes {shown} (got {value!r})")
+    if wanted is float:
         value = float(value)
         if not math.isfinite(value):
             raise SweepError(f"{where}: {flag(field)} must be finite (got {value!r})")

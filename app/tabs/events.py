@@ -1,4 +1,6 @@
-"""The run's own event files: the writer, what is written once per run, and trimming on resume.
+"""The run's own event files: the writer, what is written once per run, and trimming on resume; and
+how event files are read and written record by record (TensorFlow's own TFRecord reader, which
+checks every record's CRC, and its writer), here and in the benchmarks.
 
 Each directory has exactly one writer at a time: TensorBoard's Python loader (--load_fast=false,
 and older versions) follows only the newest event file of a directory, so a second concurrent
@@ -8,6 +10,7 @@ writer would hide the first's data from it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import keras
@@ -57,7 +60,7 @@ def _trim(run_dir: Path, epochs_done: int, steps_done: int) -> None:
     for path in sorted(run_dir.rglob("events.out.tfevents.*")):
         kept, dropped = [], False
         try:
-            for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            for record in records(path):
                 event = tf.compat.v1.Event.FromString(record)
                 is_data = event.WhichOneof("what") in ("summary", "graph_def")
                 batch_level = any(v.tag.startswith(BATCH_TAG_PREFIX) for v in event.summary.value)
@@ -69,7 +72,23 @@ def _trim(run_dir: Path, epochs_done: int, steps_done: int) -> None:
             dropped = True
         if dropped:
             tmp = path.with_name(f".{path.name}.tmp")
-            with tf.io.TFRecordWriter(str(tmp)) as out:
-                for record in kept:
-                    out.write(record)
+            write_records(tmp, kept)
             os.replace(tmp, path)
+
+
+def records(path: Path) -> Iterator[bytes]:
+    """The serialized events of an event file, read by TensorFlow's TFRecord reader (CRC-checked);
+    raises tf.errors.DataLossError where a record is cut short (a kill -9 in the middle of a write)."""
+    return tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+
+
+def write_records(path: Path, serialized: Iterable[bytes]) -> None:
+    """A new event file of these serialized events, by TensorFlow's TFRecord writer, synced to disk."""
+    with tf.io.TFRecordWriter(str(path)) as out:
+        for record in serialized:
+            out.write(record)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -4,8 +4,9 @@ The settings come from their declarations (hparam=True in app/config.py); what d
 model (optimizer, dropout, the precision it really trains in) is read from the model itself, so
 the record cannot drift from what trained.
 
-The log folder (logs/fit) holds the experiment: the tab's columns, in the order users read them,
-with readable names. TensorBoard uses one experiment per log folder; without one, every request
+The log folder (logs/fit) holds the experiment, as a run of its own named `_hparams`: the tab's
+columns, in the order users read them, with readable names. TensorBoard uses one experiment per
+log folder; without one, every request
 of the tab scans every scalar tag of every run to guess the metrics (slow with hundreds of runs)
 and shows them in the order it finds them, batch curves first. Every run makes sure it is there
 (`ensure_experiment`), and it covers every run a log folder can hold, older ones included, since
@@ -26,10 +27,9 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 from app.config import Config
-from app.tabs.events import RunStart
+from app.tabs.events import RunStart, write_records
 
 # The tab's metric columns, in this order (validation accuracy is the sweeps' default objective):
 # (group, tag, display name); group is the run's subfolder, "" the run itself.
@@ -81,40 +81,45 @@ def experiment():
                                          description="runs of mnist-tensorboard; sweeps: docs/sweeps.md")
 
 
+# The experiment's run: a folder of the log folder that no run can be named (run names start with a
+# letter or digit), listed by TensorBoard as a run with no data, named for what it holds.
+EXPERIMENT_RUN = "_hparams"
+
+
 def ensure_experiment(log_folder: Path) -> Path:
     """Write the log folder's experiment unless it is there; returns its event file.
 
-    Its name says what it holds, so that any number of runs starting at once, on any number of
-    hosts sharing the folder, write the same file: each writes a file of its own under a name
-    TensorBoard ignores, then links it to the shared name, which fails if another was first
-    (link(2) never replaces a file). TensorBoard reads a tag's metadata once, from its first
-    event: an experiment of an older version in the folder (another name) is removed, and the
-    new one is shown once TensorBoard is restarted.
+    It goes into log_folder/_hparams. Its name says what it holds, so that any number of runs starting
+    at once, on any number of hosts sharing the folder, write the same file: each writes a file of
+    its own under a name TensorBoard ignores, then links it to the shared name, which fails if
+    another was first (link(2) never replaces a file). TensorBoard reads a tag's metadata once, from
+    its first event: an experiment of an older version (another name, or the log folder itself,
+    where versions before 0.5 wrote it) is removed, and the new one is shown once TensorBoard is
+    restarted.
     """
-    content = experiment().SerializeToString()
-    name = f"events.out.tfevents.0.experiment-{hashlib.sha256(content).hexdigest()[:12]}.v2"
-    target = log_folder / name
-    if target.exists():
-        return target
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    partial = log_folder / f".experiment.{os.getpid()}.{time.monotonic_ns()}"
+    content = experiment().SerializeToString()
+    folder = log_folder / EXPERIMENT_RUN
+    target = folder / f"events.out.tfevents.0.experiment-{hashlib.sha256(content).hexdigest()[:12]}.v2"
+    if target.exists():
+        return target
+    folder.mkdir(exist_ok=True)
+    partial = folder / f".experiment.{os.getpid()}.{time.monotonic_ns()}"
+    now = time.time()
     try:
-        with open(partial, "wb") as f:
-            writer = RecordWriter(f)
-            for event in (event_pb2.Event(file_version="brain.Event:2"),
-                          event_pb2.Event(step=0, summary=summary_pb2.Summary.FromString(content))):
-                event.wall_time = time.time()
-                writer.write(event.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
+        write_records(partial, [
+            event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString(),
+            event_pb2.Event(wall_time=now, step=0,
+                            summary=summary_pb2.Summary.FromString(content)).SerializeToString()])
         try:
             os.link(partial, target)
         except FileExistsError:
             pass  # another run wrote the same file first
     finally:
         partial.unlink(missing_ok=True)
-    for older in log_folder.glob("events.out.tfevents.0.experiment-*.v2"):
+    for older in [*folder.glob("events.out.tfevents.0.experiment-*.v2"),
+                  *log_folder.glob("events.out.tfevents.0.experiment-*.v2")]:
         if older != target:
             older.unlink(missing_ok=True)
     return target

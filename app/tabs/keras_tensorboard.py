@@ -1,9 +1,10 @@
 """The one adapter over Keras' TensorBoard callback: Scalars per epoch, Histograms and
 Distributions of every weight, the conceptual graph, and the Profile tab.
 
-ADAPTER: `LiveTensorBoard` overrides private members of keras.callbacks.TensorBoard, checked
-against Keras `CHECKED_WITH`. `RELIES_ON` lists them; tests/test_keras_adapter.py fails, naming
-the installed Keras version, when an upgrade changes any of them. Review this file then.
+BORROWED: `LiveTensorBoard` overrides private members of keras.callbacks.TensorBoard (_writers,
+_train_writer, _log_weights, and how on_train_batch_end reads its logs). app/borrowed.py lists them
+with the Keras version they were checked against; tests/unit/test_borrowed.py fails, naming the
+member, when an upgrade changes one. Review this file then.
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
-
-CHECKED_WITH = "3.15.1"
-# name: (what it is in Keras, how this adapter uses it)
-RELIES_ON = {
-    "_writers": ("a dict of the callback's summary writers", "flushed at every epoch end"),
-    "_train_writer": ("the writer of <run>/train", "the histograms are written there"),
-    "_log_weights": ("method(epoch) called by on_epoch_end", "replaced by numpy bucketing"),
-    "on_train_batch_end": ("writes batch_* scalars from `logs` when given", "called without logs"),
-}
 
 
 class LiveTensorBoard(keras.callbacks.TensorBoard):

@@ -14,12 +14,12 @@ import re
 import subprocess
 from pathlib import Path
 
-from helpers import http_get, http_post
+from helpers import http_get, http_post, run_folders
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
-# The Dockerfile's ARG is the one place the TensorFlow version is written (tests/test_versions.py).
+# The Dockerfile's ARG is the one place the TensorFlow version is written (tests/unit/test_versions.py).
 TF_VERSION = re.search(r"^ARG TF_VERSION=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)[1]
 STANDIN = f"standin/tensorflow:{TF_VERSION}"  # what setup_machine.sh builds
 IMAGE = "mnist-tensorboard/trainer"  # docker-compose.yml's image
@@ -95,7 +95,7 @@ class Stack:
 
     def runs(self) -> list[Path]:
         fit = self.dir / "logs" / "fit"
-        return sorted(p for p in fit.iterdir() if p.is_dir()) if fit.is_dir() else []
+        return [fit / name for name in run_folders(fit)]
 
     def containers(self, *filters: str) -> list[str]:
         args = ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"]

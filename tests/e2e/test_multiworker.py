@@ -1,5 +1,5 @@
 """The compose multiworker profile for real: `make multiworker` as the unprivileged user starts a chief
-and one worker container, which build TF_CONFIG from their compose names (app/compose_cluster.py) and
+and one worker container, which build TF_CONFIG from their compose names (app/scale/compose_cluster.py) and
 train one run together, while the TensorBoard container shows it. Then a crash: one member's process
 killed mid-run, Docker restarts the members, and the run finishes from its last checkpoint.
 
@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from helpers import wait_for
+from helpers import run_folders, wait_for
 from stack import PROJECT, sh, tb_get
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ def make_multiworker(stack):
 def test_make_multiworker_trains_one_run_on_two_containers_that_tensorboard_shows(stack, make_multiworker):
     run = f"multiworker-e2e-{time.strftime('%H%M%S')}"
     fit = stack.dir / "logs" / "fit"
-    before = {p.name for p in fit.iterdir() if p.is_dir()} if fit.is_dir() else set()
+    before = set(run_folders(fit))
     started = time.monotonic()
     job = make_multiworker(run, ["--data", stack.train_data, "--epochs", "2"])
     polls = []  # (seconds, validation epochs TensorBoard serves) while make multiworker runs
@@ -104,7 +104,7 @@ def test_make_multiworker_trains_one_run_on_two_containers_that_tensorboard_show
     assert any(f"chief-1   | run logs/fit/{run}: test accuracy " in line for line in lines), output
 
     # One new run, nothing else: the worker wrote nothing into the logs folder.
-    assert {p.name for p in fit.iterdir() if p.is_dir()} - before == {run}  # one run folder more
+    assert set(run_folders(fit)) - before == {run}  # one run folder more
     run_dir = fit / run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["strategy"], metrics["replicas"], metrics["epochs_completed"]) == ("multi-worker", 2, 2)

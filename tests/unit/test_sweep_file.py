@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from helpers import ROOT, cli_env
+from helpers import ROOT, run_main
 
+from app.config import Config
 from app.sweep import spec
+from app.sweep.__main__ import main
 
 GOOD = """\
 name: s
@@ -22,9 +23,8 @@ fixed:
 """
 
 
-def sweep_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.sweep", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+def sweep_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_main(main, *args, cwd=cwd, env=env)
 
 
 def refused(tmp_path, text: str, *flags: str) -> str:
@@ -104,7 +104,7 @@ def test_settings_are_read_with_their_own_types(tmp_path):
     assert sweep.fixed == {"epochs": 4, "seed": 3}  # flags win over the file's fixed:
     assert (sweep.metric, sweep.direction, sweep.sampler) == ("val_accuracy", "maximize", "tpe")
     assert sweep.pruning is None
-    config = sweep.trial_config({"learning_rate": 0.002, "batch_size": 64}, 7)
+    config = Config(**sweep.trial_settings({"learning_rate": 0.002, "batch_size": 64}, 7)).validate()
     assert (config.run_name, config.resume, config.sweep, config.trial) == ("s-trial-007", "auto", "s", 7)
     assert (config.epochs, config.seed, config.learning_rate) == (4, 3, 0.002)
 
@@ -116,7 +116,7 @@ def test_the_shipped_sweep_is_valid():
 
 
 def test_the_benchmark_draws_the_same_trials_every_time_within_the_space():
-    from app.sweep import bench
+    from tools import sweep_bench as bench
 
     sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
     first, second = bench.draw(sweep, 6), bench.draw(sweep, 6)

@@ -1,4 +1,4 @@
-"""app/compose_cluster.py without Docker: the cluster from the container names, finding this
+"""app/scale/compose_cluster.py without Docker: the cluster from the container names, finding this
 container's task with a stand-in resolver, the one-line errors, the GPU each member keeps, the
 command it execs, and that docker-compose.yml sets what the module reads.
 
@@ -14,8 +14,8 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from app import compose_cluster as cc
-from app import distribution
+from app.scale import compose_cluster as cc
+from app.scale import distribution, hardware
 
 PROJECT = "mnist-tensorboard"
 # The addresses Docker's DNS would give: the chief and three workers.
@@ -137,8 +137,8 @@ def test_each_member_keeps_one_gpu(task, gpus, expected):
 def test_gpus_are_counted_by_their_device_nodes(tmp_path):
     for name in ("nvidia0", "nvidia1", "nvidia12", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "null"):
         (tmp_path / name).touch()
-    assert cc.count_gpus(str(tmp_path)) == 3
-    assert cc.count_gpus(str(tmp_path / "absent")) == 0
+    assert hardware.count_gpus(str(tmp_path)) == 3
+    assert hardware.count_gpus(str(tmp_path / "absent")) == 0
 
 
 def test_multiworker_args_are_split_like_a_shell_and_come_last():
@@ -223,7 +223,7 @@ def test_the_compose_services_run_the_module_with_the_variables_it_reads():
         service = spec["services"][name]
         assert service["profiles"] == ["multiworker"]
         assert service["image"] == trainer["image"]
-        assert service["entrypoint"] == ["python3", "-m", "app.compose_cluster"]
+        assert service["entrypoint"] == ["python3", "-m", "app.scale.compose_cluster"]
         assert service["command"] == ["--run-name", "${MULTIWORKER_RUN:-multiworker}", "--resume", "auto"]
         assert service["environment"] == {"COMPOSE_PROJECT_NAME": "${COMPOSE_PROJECT_NAME}",
                                           "WORKERS": "${WORKERS:-1}",

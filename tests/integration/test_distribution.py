@@ -4,18 +4,13 @@ with TF_CONFIG on 127.0.0.1 (workers only, and chief + worker), one killed and t
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
-import socket
 import subprocess
 import time
 
-import keras
 import pytest
-import yaml
 from helpers import (
-    ROOT,
     SLICE,
     cli_env,
     events,
@@ -23,14 +18,13 @@ from helpers import (
     metrics,
     run_cli,
     run_command,
+    run_folders,
     scalar_steps,
     wait_for,
     with_fault,
 )
 
-from app import distribution, keras_multiworker
-from app.__main__ import parser
-from app.config import Config
+from tools.common import free_port
 
 ARGS = ["--data", str(SLICE), "--batch-size", "64"]
 TWO_CPUS = """
@@ -40,19 +34,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 """
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def tf_configs(layout: str) -> list[dict]:
     """One TF_CONFIG per process, as the Kubeflow training operator writes them."""
-    a, b = (f"127.0.0.1:{p}" for p in free_ports(2))
+    ports = {free_port()}
+    while len(ports) < 2:
+        ports.add(free_port())
+    a, b = (f"127.0.0.1:{p}" for p in sorted(ports))
     if layout == "chief+worker":
         cluster, tasks = {"chief": [a], "worker": [b]}, [("chief", 0), ("worker", 0)]
     else:
@@ -78,33 +65,6 @@ def finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[tupl
         for p in processes:
             p.kill()
     return results
-
-
-def test_the_keras_corrections_still_match_the_installed_keras():
-    from keras.src.backend.tensorflow import trainer
-
-    why = (f"Keras {keras.__version__} differs from the {keras_multiworker.CHECKED_WITH} that "
-           "app/keras_multiworker.py corrects (keras-team/keras#20585): review it")
-    assert keras.__version__ == keras_multiworker.CHECKED_WITH, why
-    # What the corrections replace is still there, with the very lines they correct.
-    build = inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build)
-    assert "self.distribute_strategy.reduce(" in build, why
-    reduce = inspect.getsource(trainer.reduce_per_replica)
-    assert 'strategy.reduce("MEAN", v, axis=0)' in reduce, why
-
-
-@pytest.mark.parametrize("tf_config, args, words", [
-    ("{not json", [], ["TF_CONFIG"]),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}}', ["--run-name", "x"], ["TF_CONFIG", "task"]),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}', [], ["--run-name"]),
-    ("", ["--strategy", "multi-worker"], ["--strategy multi-worker", "TF_CONFIG"]),
-])
-def test_a_cluster_that_cannot_work_is_refused_in_one_line(tmp_path, tf_config, args, words):
-    result = run_command(with_fault("", *ARGS, *args), tmp_path, env={"TF_CONFIG": tf_config})
-    assert result.returncode == 2, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: ") and all(w in line for w in words), line
-    assert not (tmp_path / "logs" / "fit").exists() or not list((tmp_path / "logs" / "fit").iterdir())
 
 
 def test_mirrored_over_two_logical_cpus(tmp_path):
@@ -133,7 +93,7 @@ def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
     assert "(the chief writes the run)" in worker_out.splitlines()[0]
     # Exactly one run, complete, with nothing from the other worker (no temporary files either).
     fit = tmp_path / "logs" / "fit"
-    assert [p.name for p in fit.iterdir() if p.is_dir()] == ["job"]
+    assert run_folders(fit) == ["job"]
     run_dir = fit / "job"
     assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= \
         {p.name for p in run_dir.iterdir()}
@@ -174,18 +134,3 @@ def test_a_killed_worker_fails_the_job_within_a_minute_and_the_same_commands_res
     assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1, 2, 3]  # no epoch twice
     batch_steps = scalar_steps(run_dir, "batch_loss")
     assert batch_steps == sorted(set(batch_steps))
-
-
-def test_the_tfjob_gives_every_replica_a_command_the_trainer_accepts(monkeypatch):
-    """deploy/kubernetes: each replica's args, with the TF_CONFIG the operator writes for it."""
-    job = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "base" / "tfjob.yaml").read_text())
-    specs = job["spec"]["tfReplicaSpecs"]
-    cluster = {kind.lower(): [f"{job['metadata']['name']}-{kind.lower()}-{i}:2222"
-                              for i in range(spec.get("replicas", 1))] for kind, spec in specs.items()}
-    for kind, spec in specs.items():
-        [container] = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "tensorflow"]
-        task = {"type": kind.lower(), "index": 0}
-        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
-        config = Config(**vars(parser().parse_args(container["args"]))).validate()
-        distribution.check(config)
-        assert (config.strategy, config.resume, config.run_name) == ("auto", "auto", job["metadata"]["name"])

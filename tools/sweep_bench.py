@@ -1,4 +1,4 @@
-"""python -m app.sweep.bench: what pruning and parallel sweepers save, on the very same trials.
+"""python -m tools.sweep_bench: what pruning and parallel sweepers save, on the very same trials.
 
 Draws TRIALS parameter sets once from the sweep file's space (seeded), then runs them as a real
 sweep (python -m app.sweep processes) in each variant, the trials enqueued in the same order:
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from app import cpu, data
-from app.bench import FASHION_MNIST
+from app import data
 from app.config import PRECISIONS, as_flags
+from app.scale import hardware
 from app.sweep import spec
+from tools.common import FASHION_MNIST
 
 VARIANTS = {  # name: (sweepers, pruning, SWEEPERS in their environment)
     "one sweeper": (1, False, None),
@@ -40,7 +41,7 @@ VARIANTS = {  # name: (sweepers, pruning, SWEEPERS in their environment)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app.sweep.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.sweep_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("file", nargs="?", default="sweeps/default.yaml",
                    help="the sweep whose space the trials come from (default: %(default)s)")
     p.add_argument("--data", default=str(FASHION_MNIST) if FASHION_MNIST.is_dir() else None,
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(measure(name, sweep, trials, npz, folder, args))
                 print(row(runs[name][-1]), flush=True)
         results = [_median(runs[name]) for name in names]
-    report = {"cpu": cpu.description(), "data": f"{args.data}: first {args.train_images} training images, "
-              f"{len(digits.x_test)} test images", "trials": args.trials, "epochs": args.epochs,
+    report = {"cpu": hardware.description(),
+              "data": f"{args.data}: first {args.train_images} training images, "
+                      f"{len(digits.x_test)} test images",
+              "trials": args.trials, "epochs": args.epochs,
               "precision": args.precision, "repeat": args.repeat, "results": results,
               "every_round": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""python -m app.tensorboard_bench: how fast TensorBoard answers its users with 500 runs in its log folder.
+"""python -m tools.tensorboard_bench: how fast TensorBoard answers its users with 500 runs in its log folder.
 
 Builds the log folder first: one real sweep trial of 10 epochs (python -m app.sweep on the test
 data, tests/data/mnist-slice.npz), then --runs copies of its event files, each a trial of its own
@@ -22,7 +22,6 @@ import os
 import random
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from app import cpu
+from app.scale import hardware
+from tools.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / "tests" / "data" / "mnist-slice.npz"
@@ -57,16 +57,6 @@ def train_source(work: Path, epochs: int) -> Path:
     return work / "source" / "fit" / f"{SWEEP}-trial-000"
 
 
-def _records(path: Path):
-    """The records of a TFRecord file (event files are TFRecord files of Event protos)."""
-    data = path.read_bytes()
-    at = 0
-    while at < len(data):
-        length = int.from_bytes(data[at:at + 8], "little")
-        yield data[at + 12:at + 12 + length]
-        at += 12 + length + 4
-
-
 def _renamed_session(record: bytes, name: str, rng: random.Random, experiment: bool) -> bytes | None:
     """The event again, or, if it starts an HParams session, that session as trial `name`; None to
     leave out an experiment (`experiment` False: runs as the project wrote them before it had one)."""
@@ -87,27 +77,24 @@ def _renamed_session(record: bytes, name: str, rng: random.Random, experiment: b
 
 def copy_run(source: Path, target: Path, rng: random.Random, experiment: bool = True) -> None:
     """The event files of run folder `source` as a new trial `target` (TensorBoard reads only those)."""
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    from app.tabs.events import records, write_records
 
     for events in source.rglob("*tfevents*"):
         out = target / events.relative_to(source)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(".partial")  # no "tfevents" in the name: TensorBoard skips it until renamed
-        with open(partial, "wb") as f:
-            writer = RecordWriter(f)
-            for record in _records(events):
-                record = _renamed_session(record, target.name, rng, experiment)
-                if record is not None:
-                    writer.write(record)
+        renamed = (_renamed_session(record, target.name, rng, experiment) for record in records(events))
+        write_records(partial, (record for record in renamed if record is not None))
         partial.rename(out)
 
 
 def build_logdir(source: Path, logdir: Path, runs: int, experiment: bool = True) -> None:
+    from app.tabs.hparams import EXPERIMENT_RUN
+
     rng = random.Random(0)
     logdir.mkdir(parents=True)
-    if experiment:
-        for root_file in source.parent.glob("*tfevents*"):  # the log folder's own files (its experiment)
-            shutil.copy2(root_file, logdir / root_file.name)
+    if experiment:  # the log folder's experiment, a run of its own
+        shutil.copytree(source.parent / EXPERIMENT_RUN, logdir / EXPERIMENT_RUN)
     for n in range(runs):
         copy_run(source, logdir / f"{SWEEP}-trial-{n:03d}", rng, experiment)
 
@@ -130,12 +117,6 @@ def local(command: list[str], logdir: Path, port: int) -> list[str]:
     if command[0] == "tensorboard":
         return [str(Path(sys.executable).with_name("tensorboard")), *command[1:]]
     return [sys.executable, *command[1:]] if command[0].startswith("python") else command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the clients -------------------------------------------------------------------------------------
@@ -299,7 +280,8 @@ def wait_until_read(pid: int, timeout: float) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app.tensorboard_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.tensorboard_bench",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=500, help="trials in the log folder (default: 500)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the real trial copied (default: 10)")
     p.add_argument("--clients", default="1,10,50", help="client counts, a round each (default: %(default)s)")
@@ -319,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-tensorboard-"))
     variant, experiment = args.variant, args.variant != "before"
     logdir = work / f"fit-{'with' if experiment else 'without'}-experiment-{args.runs}"
-    print(f"CPU: {cpu.description()}, {os.cpu_count()} cores\nvariant {variant}: {VARIANTS[variant]}",
+    print(f"CPU: {hardware.description()}, {os.cpu_count()} cores\nvariant {variant}: {VARIANTS[variant]}",
           flush=True)
     if not logdir.is_dir():
         source = work / "source" / "fit" / f"{SWEEP}-trial-000"
@@ -331,15 +313,18 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         build_logdir(source, logdir, args.runs, experiment)
         print(f"copied it {args.runs} times in {time.monotonic() - started:.0f} s: {logdir}", flush=True)
-    names = sorted(p.name for p in logdir.iterdir() if p.is_dir())
-    runs = sorted({*names, *(f"{n}/{sub}" for n in names for sub in ("train", "validation"))})
+    from app.tabs.hparams import EXPERIMENT_RUN
+
+    names = sorted(p.name for p in logdir.iterdir() if p.is_dir() and p.name != EXPERIMENT_RUN)
+    runs = sorted({*names, *(f"{n}/{sub}" for n in names for sub in ("train", "validation")),
+                   *([EXPERIMENT_RUN] if experiment else [])})
 
     port = free_port()
     command = local(compose_command() if variant == "project" else BEFORE, logdir, port)
     print("TensorBoard:", shlex.join(command), flush=True)
     log = open(work / f"tensorboard-{variant}.log", "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    results = {"cpu": cpu.description(), "variant": variant, "runs": args.runs, "command": command,
+    results = {"cpu": hardware.description(), "variant": variant, "runs": args.runs, "command": command,
                "rounds": []}
     try:
         loaded = wait_for_runs(port, set(runs), timeout=900)

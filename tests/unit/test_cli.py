@@ -1,4 +1,7 @@
-"""The command line: help, and every kind of bad input refused in one line, with nothing left behind."""
+"""The command line: help, and every kind of bad input refused in one line, with nothing left behind.
+
+In this process, through main(argv), as the fast tier runs command lines; one subprocess per exit path
+shows that bad input is refused before TensorFlow is imported."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, SLICE, cli_env, idx_bytes, run_cli, slice_arrays
+from helpers import ROOT, SLICE, cli_env, idx_bytes, run_main, slice_arrays
 
 from app import config
+from app.__main__ import main
 from app.data import IDX_FILES
 
 
@@ -23,9 +27,11 @@ def assert_refused(result: subprocess.CompletedProcess, workdir, *words: str) ->
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in lines[0], lines[0]
-    fit = workdir / "logs" / "fit"
-    assert not fit.exists() or not [p for p in fit.iterdir() if not p.name.startswith(".")], \
-        "a run folder was left behind"
+    assert not (workdir / "logs").exists(), f"written: {list((workdir / 'logs').rglob('*'))}"
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return run_main(main, *args, cwd=cwd)
 
 
 def test_help_shows_every_flag_with_its_default(tmp_path):
@@ -84,12 +90,41 @@ def test_unreadable_data_is_refused(tmp_path):
     assert_refused(result, tmp_path, str(data), "cannot read")
 
 
-def test_bad_input_is_refused_before_tensorflow_is_imported():
-    code = ("import sys, app.__main__ as cli; code = cli.main(['--epochs', '-1', '--data', sys.argv[1]]); "
+@pytest.mark.parametrize("args", [
+    ["--epochs", "-1"],  # a bad value: ConfigError
+    ["--no-such-flag"],  # argparse's own refusal
+    ["--data", "/no/such/place"],  # bad data: DataError
+])
+def test_bad_input_is_refused_before_tensorflow_is_imported(tmp_path, args):
+    code = ("import sys, app.__main__ as cli\ntry:\n    code = cli.main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    code = e.code\n"
             "assert code == 2 and 'tensorflow' not in sys.modules, sorted(sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code, str(SLICE)], cwd=ROOT, env=cli_env(),
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_outside_the_projects_environment_the_commands_say_how_to_get_in(tmp_path):
+    # A Python without the project's packages: -S leaves site-packages off its path.
+    for module in ("app", "app.sweep"):
+        result = subprocess.run([sys.executable, "-S", "-m", module, "--help"], cwd=ROOT, env=cli_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: python -m {module} needs the project's packages"), line
+        assert "make venv" in line
+
+
+def test_a_run_name_in_use_is_refused_and_the_run_left_as_it_was(tmp_path):
+    run = tmp_path / "logs" / "fit" / "first"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    before = {p: p.read_bytes() for p in run.rglob("*")}
+    result = run_cli("--data", str(SLICE), "--run-name", "first", cwd=tmp_path)
+    assert result.returncode == 2 and "run 'first' already exists" in result.stderr
+    assert "add --resume to continue it" in result.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*")} == before
 
 
 # --- bad data files, one per way a dataset can be wrong ------------------------------------------

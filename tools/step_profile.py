@@ -1,4 +1,4 @@
-"""python -m app.step_profile: where an epoch of training spends its time, op by op, and how close
+"""python -m tools.step_profile: where an epoch of training spends its time, op by op, and how close
 the training step comes to what this machine can compute.
 
 It trains three epochs exactly as `python -m app` does (the same pipeline, model, optimizer,
@@ -23,16 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from app import bench, cpu, data
+from app import data
 from app.config import Config, ConfigError
+from app.scale import hardware
+from tools.common import add_inputs, checked_inputs
 
 TRACED_EPOCH = 2  # the first one traces and compiles the step
 PEAK_MATRIX = 2048  # the side of the matrix product that measures the peak: large enough for it
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app.step_profile", description=__doc__.split("\n\n")[0])
-    bench.add_inputs(p)
+    p = argparse.ArgumentParser(prog="python -m tools.step_profile", description=__doc__.split("\n\n")[0])
+    add_inputs(p)
     p.add_argument("--log-dir", help="keep the profiled run here, to open its trace in TensorBoard's Profile "
                                      "tab (default: a temporary folder, removed)")
     p.add_argument("--out", default="artifacts/profile.json",
@@ -43,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        digits, settings = bench.checked_inputs(args)
+        digits, settings = checked_inputs(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -83,7 +85,7 @@ def profile(digits: data.Digits, settings: Config) -> dict:
     epoch_flops = len(digits.x_train) * train_flops + len(digits.x_test) * forward_flops
     peak = matmul_peak(policy.compute_dtype)
     return {
-        "cpu": cpu.description(), "device": metrics["device"], "precision": policy.name,
+        "cpu": hardware.description(), "device": metrics["device"], "precision": policy.name,
         "batch_size": settings.batch_size, "train_images": len(digits.x_train),
         "test_images": len(digits.x_test), "steps_per_epoch": steps,
         "ops": op_table(trace, steps, settings.batch_size, flops, [layer.name for layer in model.layers]),
@@ -124,6 +126,7 @@ def op_table(trace: Path, steps: int, batch_size: int, flops: dict[str, int],
     """The traced epoch's ops by self time: ms per step, share of all op time and, for the ops of
     a convolution or dense layer, the GFLOP/s reached."""
     # What TensorBoard's Profile tab calls "TensorFlow Stats", from the converter its plugin uses.
+    # BORROWED: a private module of TensorFlow (app/borrowed.py).
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin
 
     raw, _ = _pywrap_profiler_plugin.xspace_to_tools_data([str(trace)], "framework_op_stats", {})

@@ -1,6 +1,6 @@
 """The GPU path's settings, trained with on the CPU: no GPU is ever available to these tests.
 
-The device plan is data (app/devices.py): these runs take the GPU plan's execution settings
+The device plan is data (app/scale/devices.py): these runs take the GPU plan's execution settings
 (20 steps per call, mixed float16, XLA) or a precision another host would pick, injected into
 the real CLI, and train on the CPU with them.
 """
@@ -14,21 +14,19 @@ import sys
 import pytest
 from helpers import SLICE, cli_env, metrics, run_cli, run_command, scalar_steps, with_fault
 
-from app.tabs.keras_tensorboard import profiled_calls
-
 # 1,200 images in batches of 32: 38 steps an epoch, not a multiple of the GPU's 20 steps per call.
 STEPS, PER_CALL = 38, 20
 ARGS = ["--data", str(SLICE), "--batch-size", "32", "--lr-schedule", "constant"]
 
 GPU_STEPS_ONLY = """
 import dataclasses
-from app import devices
+from app.scale import devices
 devices.plan = lambda precision: dataclasses.replace(
     devices.cpu_plan(precision), steps_per_execution=devices.GPU_STEPS_PER_EXECUTION)
 """
 
 WHOLE_GPU_PLAN = """
-from app import devices
+from app.scale import devices
 devices.plan = lambda precision: devices.gpu_plan("stand-in (on the CPU)", (8, 0), precision)
 """
 
@@ -45,7 +43,7 @@ batch_scalars.BatchScalars.on_train_batch_end = _log_and_die
 
 # What --precision auto would pick on another host: float16 on a GPU, float32 on an older CPU.
 AUTO_GIVES = """
-from app import devices
+from app.scale import devices
 _plan = devices.plan
 devices.plan = lambda precision: _plan("{policy}" if precision == "auto" else precision)
 """
@@ -114,18 +112,11 @@ def test_a_run_resumed_where_auto_picks_another_precision_keeps_its_own(tmp_path
     assert b["history"] == a["history"] and b["test_loss"] == a["test_loss"]
 
 
-def test_profile_batches_name_steps_also_with_several_steps_per_call():
-    assert profiled_calls(None, 20) == 0
-    assert profiled_calls((2, 4), 1) == (2, 4)
-    assert profiled_calls((2, 4), 20) == (1, 1)  # all three in the first call
-    assert profiled_calls((21, 45), 20) == (2, 3)
-
-
 def test_the_device_plan_and_report_work_after_tensorflow_initialised_the_devices():
     # As in `make bench` (the reference trains first) or a notebook: the plan must not try to
     # reconfigure devices that are already initialised (on a GPU, set_memory_growth would raise).
     code = ("import tensorflow as tf\nfloat(tf.reduce_sum(tf.ones([8, 8])))\n"
-            "from app import devices\nprint(devices.plan().description)\ndevices.report()")
+            "from app.scale import devices\nprint(devices.plan().description)\ndevices.report()")
     result = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

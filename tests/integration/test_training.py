@@ -109,22 +109,21 @@ def test_images_pr_curves_text_hparams_and_graphs(trained):
 
 
 def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_run(trained, tensorboard):
-    from app.sweep import spec
-    from app.tabs import hparams
-
     _, run_dir = trained
-    [experiment_file] = run_dir.parent.glob("*tfevents*")  # one file, beside the runs
+    [experiment_file] = (run_dir.parent / "_hparams").glob("*tfevents*")  # one file, in a run of its own
     assert experiment_file.name.startswith("events.out.tfevents.0.experiment-")
+    assert not list(run_dir.parent.glob("*tfevents*"))  # none beside the runs: no run named "."
+    assert "_hparams" in tensorboard.get("/data/runs") and "." not in tensorboard.get("/data/runs")
     experiment = tensorboard.post("/data/plugin/hparams/experiment", {"experimentName": ""})
     # The metrics in the order users read them, with readable names, not guessed from the tags.
     assert [m["displayName"] for m in experiment["metricInfos"]] == [
-        shown for _, _, shown in hparams.METRICS.values()]
-    assert [m["displayName"] for m in experiment["metricInfos"]][:3] == [
-        "validation accuracy", "validation loss", "test accuracy"]
+        "validation accuracy", "validation loss", "test accuracy", "epochs trained",
+        "pruned (1: stopped early)", "test loss", "training accuracy", "training loss"]
     # The settings a sweep can search first (TensorBoard sorts those by name), then the rest.
     names = [h["name"] for h in experiment["hparamInfos"]]
-    assert names[:len(spec.sweepable())] == sorted(spec.sweepable())
-    assert set(names[len(spec.sweepable()):]) == {"sweep", "trial", *hparams.MODEL_HPARAMS}
+    assert names[:6] == ["batch_size", "dataset", "epochs", "learning_rate", "lr_schedule", "seed"]
+    assert set(names[6:]) == {"sweep", "trial", "precision", "optimizer", "dropout"}
+
 
 def test_tensorboard_serves_every_tab(tensorboard):
     plugins = tensorboard.get("/data/plugins_listing")

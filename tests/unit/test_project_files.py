@@ -7,8 +7,11 @@ Fast and without Docker or network: it reads files only.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
+import nbformat
 import pytest
 import yaml
 from helpers import ROOT
@@ -41,11 +44,11 @@ def check_workflow_runs_ci_run(workflow: str, ci_run: str) -> None:
 def test_the_workflow_runs_what_ci_run_runs_in_its_order():
     workflow = (ROOT / ".github/workflows/ci.yml").read_text()
     ci_run = (ROOT / ".ci/run").read_text()
-    assert ci_run_steps(ci_run) == ["make lint", "make test", "make test-slow", "tests/e2e/setup_machine.sh",
-                                    "make e2e"]
+    assert ci_run_steps(ci_run) == ["make lint", "make test", "make test-integration", "make test-slow",
+                                    "tests/e2e/setup_machine.sh", "make e2e"]
     check_workflow_runs_ci_run(workflow, ci_run)
     # A broken copy: the slow tests' job dropped.
-    broken = workflow.replace("run: make test-slow", "run: echo skipped")
+    broken = workflow.replace("make test-slow", "echo skipped")
     with pytest.raises(AssertionError, match="test-slow"):
         check_workflow_runs_ci_run(broken, ci_run)
     # Or two jobs in another order than .ci/run's.
@@ -126,6 +129,51 @@ def long_recipes(makefile: str, most: int = 5) -> dict[str, int]:
 def test_every_makefile_recipe_is_a_few_lines():
     makefile = (ROOT / "Makefile").read_text()
     assert long_recipes(makefile) == {}
-    slow = "\t$(VENV)/bin/pytest -m slow\n"
+    slow = "\t$(VENV)/bin/pytest --durations=15 -m slow tests/unit tests/integration\n"
     broken = makefile.replace(slow, slow + "\ttrue\n" * 5)
     assert long_recipes(broken) == {"test-slow": 6}
+
+
+def test_the_committed_notebook_has_no_outputs_and_a_parameters_cell():
+    notebook = nbformat.read(ROOT / "notebooks" / "mnist_tensorboard.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert [(c.outputs, c.execution_count) for c in code] == [([], None)] * len(code), \
+        "clear the notebook's outputs before committing it"
+    [parameters] = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert re.search(r"^epochs = 10\b", parameters.source, re.MULTILINE)
+    # TensorBoard starts before the training cell, so the curves move while it runs.
+    sources = [c.source for c in code]
+    magic = next(i for i, s in enumerate(sources) if "%tensorboard --logdir" in s)
+    training = next(i for i, s in enumerate(sources) if "train(config)" in s)
+    assert magic < training
+
+
+@pytest.mark.parametrize("target, variable, command", [
+    ("up", "TRAIN_ARGS", "docker compose run --rm trainer "),
+    ("train", "TRAIN_ARGS", "docker compose run --rm trainer "),
+    ("multiworker", "MULTIWORKER_ARGS", "MULTIWORKER_ARGS="),
+    ("sweep", "SWEEP_ARGS", "SWEEP_ARGS="),
+])
+def test_data_dir_trains_from_data_unless_the_flags_name_data_themselves(target, variable, command):
+    def flags(*settings: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in (variable, "DATA_DIR")}
+        dry = subprocess.run(["make", "-n", target, *settings], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        [line] = [line for line in dry.stdout.splitlines() if line.lstrip().startswith(command)]
+        return line
+
+    # --dataset is another flag: with DATA_DIR set, --data /data is still added (once).
+    assert flags("DATA_DIR=/x", f"{variable}=--dataset fashion_mnist").count("--data /data") == 1
+    assert "--data /data" in flags("DATA_DIR=/x", f"{variable}=--epochs 1")
+    for given in ("--data /y", "--data=/y"):
+        assert "--data /data" not in flags("DATA_DIR=/x", f"{variable}={given}")
+    assert "--data /data" not in flags(f"{variable}=--epochs 1")  # no DATA_DIR: nothing added
+
+
+def test_the_slow_tests_run_as_root_in_the_workflow_as_in_ci():
+    # The full-disk test mounts a tmpfs, which needs root; .ci/run runs as root.
+    jobs = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())["jobs"]
+    [run] = [s["run"] for job in jobs.values() for s in job["steps"] if "make test-slow" in s.get("run", "")]
+    assert run.startswith("sudo "), run

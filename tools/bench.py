@@ -1,4 +1,4 @@
-"""python -m app.bench: the plain original configuration and the project's, side by side.
+"""python -m tools.bench: the plain original configuration and the project's, side by side.
 
 The variants train on the same data, one after the other, each in a process of its own (so that
 each one's peak memory and start-up are its own):
@@ -33,16 +33,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from app import config, cpu, data
+from app import data
 from app.config import Config, ConfigError
+from app.scale import hardware
+from tools.common import FASHION_MNIST, add_inputs, checked_inputs, overrides
 
 VARIANTS = ("reference", "project", "project-no-logging", "project-float32", "project-float32-no-logging")
-PROJECT_SETTINGS = ("batch_size", "learning_rate", "lr_schedule", "precision")  # the project variants vary
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts it
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
     add_inputs(p)
     p.add_argument("--epochs", type=int, default=10, help="epochs per variant (default: 10)")
     p.add_argument("--repeat", type=int, default=1,
@@ -56,34 +56,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_inputs(p: argparse.ArgumentParser) -> None:
-    """--data and the project's settings, as python -m app has them (also app.step_profile's)."""
-    p.add_argument("--data", default=str(FASHION_MNIST) if FASHION_MNIST.is_dir() else None,
-                   help=f"an .npz or a folder of MNIST IDX files (default: {FASHION_MNIST}, Debian's "
-                        "dataset-fashion-mnist: 60,000 + 10,000 images)")
-    config.add_arguments(p, PROJECT_SETTINGS)
-
-
-def checked_inputs(args: argparse.Namespace) -> tuple[data.Digits, dict]:
-    """The data and the project settings that `args` name; ConfigError, in one line, where they are bad."""
-    if args.data is None:
-        raise ConfigError(f"no data: install Debian's dataset-fashion-mnist ({FASHION_MNIST}; make bench and "
-                          "make profile do it as root) or pass --data PATH")
-    try:
-        digits = data.load("mnist", args.data)
-    except data.DataError as e:
-        raise ConfigError(str(e)) from None
-    Config(**_overrides(args)).validate()
-    return digits, _overrides(args)
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k in PROJECT_SETTINGS}
-
-
 def default_variants(overrides: dict) -> list[str]:
     variants = list(VARIANTS[:3])
-    if cpu.native_bfloat16() and "precision" not in overrides:  # `project` trains in bfloat16 here
+    if hardware.native_bfloat16() and "precision" not in overrides:  # `project` trains in bfloat16 here
         variants += VARIANTS[3:]
     return variants
 
@@ -99,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.child:
-        print(json.dumps(_measure(args.child, args.data, args.epochs, _overrides(args), args.started)))
+        print(json.dumps(_measure(args.child, args.data, args.epochs, overrides(args), args.started)))
         return 0
 
     source = " (Debian's dataset-fashion-mnist, the default)" if Path(args.data) == FASHION_MNIST else ""
     print(f"data: {args.data}{source}: {len(digits.x_train):,} training and {len(digits.x_test):,} test "
-          f"images; CPU: {cpu.description()}", file=sys.stderr, flush=True)
-    variants = args.variant or default_variants(_overrides(args))
+          f"images; CPU: {hardware.description()}", file=sys.stderr, flush=True)
+    variants = args.variant or default_variants(overrides(args))
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for repeat in range(args.repeat):
         # Every other repeat runs the variants in reverse order: the machine's speed drifts (the
@@ -138,7 +113,7 @@ def _cli_latency() -> dict[str, float]:
 def _run_child(variant: str, args: argparse.Namespace, argv: list[str]) -> dict:
     started, wall_started = time.time(), time.perf_counter()
     child = subprocess.run(
-        [sys.executable, "-m", "app.bench", *argv, "--data", args.data, "--child", variant,
+        [sys.executable, "-m", "tools.bench", *argv, "--data", args.data, "--child", variant,
          "--started", repr(started)],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if child.returncode != 0:
@@ -183,7 +158,7 @@ def _measure(variant: str, data_path: str, epochs: int, overrides: dict, started
                               summaries=not variant.endswith("no-logging"),
                               **{**overrides, "precision": precision})
             result = _project(digits, settings.validate(), clock)
-    from app import devices
+    from app.scale import devices
 
     plan = devices.plan(precision)
     result.update(
@@ -243,8 +218,8 @@ def _summarize(results: dict[str, list[dict]], args, train_images: int, test_ima
     median = {variant: {key: statistics.median(r[key] for r in runs) for key in keys}
               for variant, runs in results.items()}
     report = {"data": args.data, "train_images": train_images, "test_images": test_images,
-              "epochs": args.epochs, "repeat": args.repeat, "cpu": cpu.description(),
-              "project_settings": _overrides(args), "median": median, "runs": results}
+              "epochs": args.epochs, "repeat": args.repeat, "cpu": hardware.description(),
+              "project_settings": overrides(args), "median": median, "runs": results}
     for variant, runs in results.items():
         median[variant]["precision"] = runs[0]["precision"]
     if "reference" in median:

@@ -17,9 +17,10 @@ What checks what (Katib 0.19.0, training operator release 1.9; docs/kubernetes.m
   primary pod labels against the labels the training operator gives each replica's pod, success and
   failure conditions that name a TFJob's condition types.
 - The trial, as Katib's manifest generator makes it (placeholders replaced, name set): a TFJob that
-  passes every TFJob check of tests/test_kubernetes.py, with deploy/kubernetes/base/tfjob.yaml's pod
-  template; its command parsed by the trainer's own parser; and run for real for one epoch, its output
-  parsed as Katib's collector parses it, which must give the objective and every additional metric.
+  passes every TFJob check of test_kubernetes.py, with deploy/kubernetes/base/tfjob.yaml's pod
+  template; its command parsed by the trainer's own parser; and (tests/integration/test_katib_trials.py)
+  run for real for one epoch, its output parsed as Katib's collector parses it, which must give the
+  objective and every additional metric.
 - deploy/kubernetes/sweep rendered with kubectl's kustomize: the claim, TensorBoard and an Experiment equal
   to the command's output.
 
@@ -38,7 +39,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, SLICE, cli_env, metrics, run_command
+from helpers import ROOT, cli_env, run_main
 from kubeflow.training.utils.utils import FakeResponse
 from test_kubernetes import (
     DEPLOY,
@@ -59,6 +60,7 @@ from app import metric_lines
 from app.__main__ import parser as trainer_parser
 from app.config import Config
 from app.sweep import katib as katib_sweep
+from app.sweep.__main__ import main as sweep_main
 from app.sweep.spec import load as load_sweep
 
 try:
@@ -788,48 +790,6 @@ def collected(output: str, metric_names: list[str], filters: list[str]) -> list[
     return found
 
 
-@pytest.fixture(scope="module")
-def trial_run(experiments, tmp_path_factory):
-    """The default Experiment's trial command, run for real: one epoch on the slice."""
-    exp = experiments["default"]
-    job = run_spec(exp, {"learning_rate": "0.002", "batch_size": "64"})
-    tensorflow = container(job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"], katib_sweep.CONTAINER)
-    command = [sys.executable, "-m", "app", *tensorflow["args"], "--epochs", "1", "--data", str(SLICE)]
-    workdir = tmp_path_factory.mktemp("trial")
-    first = run_command(command, cwd=workdir)
-    assert first.returncode == 0, first.stderr
-    return exp, command, workdir, first
-
-
-def test_the_trial_prints_the_objective_and_every_metric_for_the_collector(trial_run):
-    exp, _, workdir, result = trial_run
-    objective = exp["spec"]["objective"]
-    names = [objective["objectiveMetricName"], *objective["additionalMetricNames"]]
-    filters = exp["spec"]["metricsCollectorSpec"]["source"]["filter"]["metricsFormat"]
-    # Katib's collector reads stdout and stderr together (`1>file 2>&1`).
-    found = collected(result.stdout + result.stderr, names, filters)
-    history = metrics(workdir / "logs" / "fit" / trial_name(exp))["history"]
-    # One value per metric and epoch (medianstop counts them as steps), the epoch's own, with a timestamp.
-    assert sorted(name for _, name, _ in found) == sorted(names)
-    for stamp, name, value in found:
-        assert float(value) == pytest.approx(history[name][0], rel=1e-5), name
-        assert not stamp.startswith("0001"), stamp
-    # The check rejects what would leave Katib's objective "unavailable": a filter that matches nothing
-    # the trainer prints, or an objective the trainer does not print each epoch.
-    assert collected(result.stdout + result.stderr, names, [r"([\w-]+)=(\d+)x"]) == []
-    assert collected(result.stdout + result.stderr, ["test_accuracy"], filters) == []
-
-
-def test_a_restarted_trial_continues_its_own_run_folder(trial_run):
-    """A container restart runs the same command: the same run folder, continued (--resume auto)."""
-    exp, command, workdir, _ = trial_run
-    again = run_command(command, cwd=workdir)
-    assert again.returncode == 0, again.stderr
-    assert f"{trial_name(exp)} already has 1 epochs" in again.stdout
-    # Run folders only: the log folder may also hold files of its own (TensorBoard's experiment).
-    assert [p.name for p in (workdir / "logs" / "fit").iterdir() if p.is_dir()] == [trial_name(exp)]
-
-
 def test_the_metric_line_is_what_the_filter_reads():
     text = metric_lines.line(2, 3, {"accuracy": 0.5, "loss": 1.25e-5, "val_accuracy": 0.98125,
                                     "val_loss": float("nan")},
@@ -844,9 +804,7 @@ def test_the_metric_line_is_what_the_filter_reads():
 
 
 def sweep_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.sweep", *args], cwd=cwd,
-                          env={**cli_env(), **(env or {})}, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return run_main(sweep_main, *args, cwd=cwd, env=env)
 
 
 def test_the_command_prints_the_experiment_and_writes_nothing(tmp_path):
@@ -884,7 +842,7 @@ def test_the_command_imports_neither_optuna_nor_tensorflow():
     (GRID.replace("name: grid", "name: " + "s" * 35), (), "at most 34 characters"),
     (GRID, ("--log-dir", "/elsewhere"), "--log-dir /elsewhere: trials write to the logs claim"),
     (GRID, ("--data", "/my data"), "'/my data': Katib joins the trial's command with spaces"),
-    (GRID, ("--trials", "5"), "Katib's grid runs at most its 4 points, not 5 trials"),
+    (GRID, ("--trials", "5"), "the grid has 4 points, so --trials can be at most 4 (got 5)"),
     (GRID.replace("trials: 4", "trials: 0"), (), "trials must be a whole number of at least 1"),
     (GRID, ("--batch-size", "32"), "--batch-size is a parameter of this sweep"),
 ])

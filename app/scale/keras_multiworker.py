@@ -1,15 +1,15 @@
 """Two corrections to Keras' TensorFlow trainer that MultiWorkerMirroredStrategy needs.
 
-PATCH: Keras 3 does not officially support MultiWorkerMirroredStrategy (keras-team/keras#20585,
+BORROWED: Keras 3 does not officially support MultiWorkerMirroredStrategy (keras-team/keras#20585,
 open), and two small bugs in keras/src/backend/tensorflow/trainer.py break `fit` under it:
   1. `_maybe_symbolic_build` reduces the first batch with `strategy.reduce` outside a graph,
      which a multi-worker strategy cannot do eagerly; one replica's batch serves as well (only
      its shapes and dtypes are used).
   2. `reduce_per_replica` reduces the scalar logs (loss, metrics) with `axis=0`, which fails on
      scalars; `axis=None` averages them across workers.
-`apply()` installs both, only when a multi-worker strategy is used (app/distribution.py), and
-only on the Keras version they were written against (`CHECKED_WITH`); tests/test_distribution.py
-fails, naming the installed version, when Keras changes what they replace.
+`apply()` installs both, only when a multi-worker strategy is used (app/scale/distribution.py), and
+only on the Keras version they were written against (app/borrowed.py, which lists what they replace;
+tests/unit/test_borrowed.py fails, naming it, when Keras changes any of it).
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer
 
-CHECKED_WITH = "3.15.1"
+from app import borrowed
+
 _original_reduce = trainer.reduce_per_replica
 
 
 def apply() -> None:
-    if keras.__version__ != CHECKED_WITH:
-        raise RuntimeError(f"app/keras_multiworker.py corrects Keras {CHECKED_WITH}'s TensorFlow trainer "
-                           f"for multi-worker training, but Keras {keras.__version__} is installed: check "
-                           "whether keras-team/keras#20585 is fixed there, then update or drop them")
+    if keras.__version__ != borrowed.KERAS:
+        raise RuntimeError(f"app/scale/keras_multiworker.py corrects Keras {borrowed.KERAS}'s TensorFlow "
+                           f"trainer for multi-worker training, but Keras {keras.__version__} is installed: "
+                           "check whether keras-team/keras#20585 is fixed there, then update or drop them")
     trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     trainer.reduce_per_replica = _reduce_per_replica
 

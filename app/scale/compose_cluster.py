@@ -1,4 +1,4 @@
-"""python -m app.compose_cluster [app flags]: one container of the compose multiworker profile.
+"""python -m app.scale.compose_cluster [app flags]: one container of the compose multiworker profile.
 
 Builds TF_CONFIG for this container, then replaces itself with `python -m app [app flags]
 $MULTIWORKER_ARGS`, so that `docker stop` signals the trainer directly. docker-compose.yml runs it
@@ -27,6 +27,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+
+from app.scale.hardware import count_gpus
 
 PORT = 2222  # each member's tf.distribute server, reachable on the compose network only
 WAIT_SECONDS = 180.0  # for every member's name to resolve; a restarting peer takes a few seconds
@@ -114,14 +116,6 @@ def gpu_for(task: tuple[str, int], gpus: int) -> str | None:
         return None
     kind, index = task
     return str((0 if kind == "chief" else index + 1) % gpus)
-
-
-def count_gpus(dev: str = "/dev") -> int:
-    """The NVIDIA GPUs handed to this container: one device node /dev/nvidiaN each."""
-    try:
-        return sum(1 for name in os.listdir(dev) if re.fullmatch(r"nvidia[0-9]+", name))
-    except OSError:
-        return 0
 
 
 def app_args(argv: list[str], extra: str) -> list[str]:

@@ -40,8 +40,8 @@ def cluster() -> tuple[int, str | None]:
     return tasks, task
 
 
-def check(config: Config) -> None:
-    """Refuse, before TensorFlow is imported, what cannot work on this cluster."""
+def check(config: Config) -> int:
+    """Refuse, before TensorFlow is imported, what cannot work on this cluster; the training tasks it has."""
     tasks, task = cluster()
     if config.strategy == "multi-worker" and tasks < 2:
         raise ConfigError("--strategy multi-worker needs TF_CONFIG naming two or more chief/worker tasks; "
@@ -49,6 +49,7 @@ def check(config: Config) -> None:
     if tasks > 1 and config.strategy in ("auto", "multi-worker") and config.run_name is None:
         raise ConfigError(f"--run-name NAME is needed: TF_CONFIG names {tasks} tasks (this one {task}), and "
                           "every worker must name the same run")
+    return tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ def scale(name: str) -> Scale:
     if name == "auto":
         name = "multi-worker" if tasks > 1 else "mirrored" if len(gpus) > 1 else "one-device"
     if name == "multi-worker":
-        from app import keras_multiworker
+        from app.scale import keras_multiworker
 
         keras_multiworker.apply()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

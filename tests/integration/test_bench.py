@@ -8,18 +8,19 @@ import sys
 
 from helpers import ROOT, SLICE, cli_env
 
-from app import bench, cpu
+from app.scale import hardware
+from tools import bench
 
 
 def test_bench_measures_every_variant_and_the_time_to_the_reference_accuracy(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "app.bench", "--data", str(SLICE), "--epochs", "2",
+    result = subprocess.run([sys.executable, "-m", "tools.bench", "--data", str(SLICE), "--epochs", "2",
                              "--out", str(out)], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     # The float32 pair runs where this CPU has native bfloat16 (then `project` trains in bfloat16).
     expected = ["reference", "project", "project-no-logging"]
-    if cpu.native_bfloat16():
+    if hardware.native_bfloat16():
         expected += ["project-float32", "project-float32-no-logging"]
     assert list(report["median"]) == expected == bench.default_variants({})
     for variant, m in report["median"].items():
@@ -38,9 +39,3 @@ def test_bench_measures_every_variant_and_the_time_to_the_reference_accuracy(tmp
     assert report["cpu"] in table and "native bfloat16" in report["cpu"]  # it names the CPU it measured
     for row in (*expected, "project: whole process"):
         assert row in table
-
-
-def test_bench_refuses_data_that_is_not_there_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "app.bench", "--data", str(tmp_path / "none")], cwd=ROOT,
-                            env=cli_env(), capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.startswith("error: ")

@@ -40,11 +40,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from helpers import ROOT
 from kubeflow.training import ApiClient
 from kubeflow.training import models as kubeflow_models
 from kubeflow.training.utils.utils import FakeResponse
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 DOCS = ROOT / "docs" / "kubernetes.md"
 
@@ -337,7 +337,7 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 # The files
 
 
-# The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/test_katib.py).
+# The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/unit/test_katib.py).
 ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep")
 
 

@@ -1,9 +1,11 @@
 """Which device trains, and the settings that pay off on it. The whole GPU path lives here.
 
-On a GPU (none is available where this project is tested, so this follows the TensorFlow and
-Keras documentation): mixed float16 where the GPU has tensor cores (compute capability 7.0 and
-up), XLA compilation, and several steps per call to cut Python overhead. On the CPU all of that
-is off: XLA made CPU training several times slower here, and float16 is emulated on CPUs.
+On a GPU: mixed float16 where the GPU has tensor cores (compute capability 7.0 and up), XLA
+compilation, and several steps per call to cut Python overhead. The project's machines have no
+GPU, so this follows the TensorFlow and Keras documentation and is tested with the GPU plan's
+settings on the CPU (docs/gpu.md says what is and is not verified). On the CPU all of that is off:
+XLA made CPU training several times slower here, and float16 is emulated on CPUs. How many GPUs
+train is the strategy's choice (distribution.py: mirrored over all of them under --strategy auto).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from app import cpu
+from app.scale import hardware
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +53,9 @@ def gpu_plan(name: str, capability: tuple[int, int], precision: str = "auto", co
     if precision == "auto":
         # Tensor cores, which make float16 fast, arrived with compute capability 7.0 (Volta).
         precision = "mixed_float16" if capability >= (7, 0) else "float32"
-    extra = f", +{count - 1} more unused" if count > 1 else ""
-    return Plan(f"training on GPU {name} (compute capability {capability[0]}.{capability[1]}{extra}, "
+    # How many of them train is the strategy's to say, on the same line (train.py).
+    visible = f"{count} visible, " if count > 1 else ""
+    return Plan(f"training on GPU {name} ({visible}compute capability {capability[0]}.{capability[1]}, "
                 f"{precision}, XLA)", policy=precision, jit_compile=True,
                 steps_per_execution=GPU_STEPS_PER_EXECUTION)
 
@@ -83,7 +86,7 @@ def _cpu_policy() -> str:
     Measured here (AVX512-BF16): 10 epochs 1.6 times faster at the same accuracy. Without those
     instructions bfloat16 is emulated and slower than float32.
     """
-    return "mixed_bfloat16" if cpu.native_bfloat16() else "float32"
+    return "mixed_bfloat16" if hardware.native_bfloat16() else "float32"
 
 
 def report() -> None:

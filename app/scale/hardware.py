@@ -1,9 +1,11 @@
-"""What this CPU is and which of its instruction sets matter for training speed (no TensorFlow).
-
-Read from /proc/cpuinfo; elsewhere (not Linux) the answers are empty.
-"""
+"""What this machine has, read without TensorFlow: the CPU and the instruction sets that matter for
+training speed (from /proc/cpuinfo; elsewhere than Linux the answers are empty), and the NVIDIA
+GPUs handed to this container."""
 
 from __future__ import annotations
+
+import os
+import re
 
 # The instruction sets that change this model's speed: vector width, and native bfloat16.
 RELEVANT = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
@@ -35,3 +37,11 @@ def native_bfloat16() -> bool:
 def description() -> str:
     found = " ".join(f for f in RELEVANT if f in flags()) or "no AVX2"
     return f"{model_name()} ({found}; native bfloat16: {'yes' if native_bfloat16() else 'no'})"
+
+
+def count_gpus(dev: str = "/dev") -> int:
+    """The NVIDIA GPUs handed to this container: one device node /dev/nvidiaN each."""
+    try:
+        return sum(1 for name in os.listdir(dev) if re.fullmatch(r"nvidia[0-9]+", name))
+    except OSError:
+        return 0
