@@ -7,7 +7,8 @@ SHELL := /bin/bash
 # (`make up DATA_DIR=$PWD/data`) or as a line of your own in .env; defaults in docker-compose.yml:
 #   BASE_IMAGE        the image to build on (default: the official tensorflow/tensorflow GPU image
 #                     of the Dockerfile's TF_VERSION, the one place the TensorFlow version is written)
-#   CUDA_WHEELS       0 skips the CUDA/cuDNN wheels (about 3 GB) for a CPU-only image (default 1)
+#   CUDA_WHEELS       1 builds the CUDA/cuDNN wheels (about 3 GB) into the image, 0 skips them
+#                     (default: 1 where make setup finds a GPU that Docker can use, else 0)
 #   BUILD_CA_BUNDLE   an extra CA bundle (PEM) for pip during the build, for TLS-inspecting proxies
 #   DATA_DIR          a host folder with offline data, mounted read-only at /data (default ./data);
 #                     given to make, make up/train also add --data /data
@@ -44,6 +45,11 @@ export HOST_GID := $(shell id -g)
 # docker-compose.yml's image. No version in its name: the Dockerfile's TF_VERSION is the only place
 # the TensorFlow version is written, and a version bump must not leave make probing a stale tag.
 IMAGE := mnist-tensorboard/trainer
+# The image it is built on (the Dockerfile's default, read from there, unless BASE_IMAGE says), and
+# whether the build takes the CUDA wheels (see build).
+BASE = $(or $(BASE_IMAGE),tensorflow/tensorflow:$(shell sed -n 's/^ARG TF_VERSION=//p' Dockerfile)-gpu)
+WHEELS = $(or $(CUDA_WHEELS),$(shell sed -n 's/^CUDA_WHEELS=//p' .env 2>/dev/null | tail -n 1),$(if \
+	$(shell grep -s '^COMPOSE_FILE=.*gpu' .env),1,0))
 VENV := .venv
 # With DATA_DIR set, train from it unless TRAIN_ARGS already names --data.
 # --data is looked for as a word, alone or as --data=PATH: --dataset is another flag.
@@ -66,19 +72,22 @@ help: ## show this help
 	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS NOTEBOOK_PORT JUPYTER_TOKEN"
 	@echo "          (also in .env), TRAIN_ARGS"
 
-# One GPU probe per make run, in this one recipe: docker/write-env writes .env (COMPOSE_FILE names
-# the GPU file only where Docker can really give a container a GPU) and keeps the user's own lines.
-setup: build ## build if needed, then write .env: your user id and whether the trainer gets the GPU
+# One GPU probe per make run, in this one recipe, before the build: docker/write-env writes .env
+# (COMPOSE_FILE names the GPU file only where Docker can really give a container a GPU) and keeps
+# the user's own lines; the build then takes the CUDA wheels only where there is a GPU to use.
+setup: ## write .env (your user id; whether Docker can give the trainer a GPU), then build if needed
 	@mkdir -p logs/fit
-	@docker/write-env $(IMAGE)
+	@docker/write-env $(IMAGE) $(BASE)
+	@$(MAKE) --no-print-directory build
 
 up: setup tensorboard ## build if needed, write .env, start TensorBoard, train one run in the foreground
 	docker compose run --rm trainer $(RUN_ARGS)
 	@echo "TensorBoard keeps running at $$($(TB_URL)) (make down stops it)"
 
-# -f: the build needs no GPU file, and setup, which runs after it, may be about to fix COMPOSE_FILE.
-build: ## build the trainer image (also used by the TensorBoard container)
-	docker compose -f docker-compose.yml build trainer
+# -f: the build needs no GPU file. CUDA_WHEELS: as given (environment, make's command line, a line
+# of your own in .env), else 1 only where make setup found a GPU that Docker can use.
+build: ## build the trainer image (also TensorBoard's); the CUDA wheels only where setup found a GPU
+	CUDA_WHEELS=$(WHEELS) docker compose -f docker-compose.yml build trainer
 
 train: setup ## train one more run (flags in TRAIN_ARGS); TensorBoard picks it up by itself
 	docker compose run --rm trainer $(RUN_ARGS)
@@ -99,7 +108,7 @@ sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWE
 # environment, else .env's, else a new random one appended to .env (a line of the user's own, which
 # make setup keeps).
 notebook: setup ## start JupyterLab in a container (the same ./logs) and print its address with the token
-	@docker/notebook
+	@CUDA_WHEELS=$(WHEELS) docker/notebook
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,15 @@ def idx_bytes(array: np.ndarray) -> bytes:
     """`array` (uint8 images (N, 28, 28) or labels (N,)) as an uncompressed MNIST IDX file."""
     header = (0x803 if array.ndim == 3 else 0x801).to_bytes(4, "big")
     return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def this_cpu() -> tuple[str, bool]:
+    """(model name, native bfloat16) of this machine, read from /proc/cpuinfo here, independently of
+    app/scale/hardware.py, to check what the benchmarks report."""
+    text = Path("/proc/cpuinfo").read_text()
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE).group(1).strip()
+    flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE).group(1).split())
+    return name, bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def run_folders(fit: Path) -> list[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from helpers import http_get, http_post, run_folders
 
+from tools.common import free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -26,8 +28,12 @@ IMAGE = "mnist-tensorboard/trainer"  # docker-compose.yml's image
 USER = "e2e"
 # The environment of a user who has exported nothing at all.
 BARE_ENV = ("PATH", "HOME", "USER", "LANG")
-TB = "http://127.0.0.1:6006"
-PROJECT = "mnist-tensorboard"
+# A compose project and ports of the tests' own, so that make e2e never meets (or stops) a stack of
+# the developer's, nor a port something else holds: set for every command in the stack's environment.
+PROJECT = "mnist-tensorboard-e2e"
+TB_PORT, NOTEBOOK_PORT = free_port(), free_port()
+TB = f"http://127.0.0.1:{TB_PORT}"
+TB_SHOWN = f"http://localhost:{TB_PORT}"  # as make prints it
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -70,11 +76,13 @@ class Stack:
         self.env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(home), "USER": USER, "LANG": "C.UTF-8",
-            # The three settings this machine needs: the stand-in base image, no 3 GB of CUDA
-            # wheels on a CPU build, and the proxy's CA bundle lent to pip during the build.
-            "BASE_IMAGE": STANDIN, "CUDA_WHEELS": "0",
+            # The two settings this machine needs: the stand-in base image, and the proxy's CA
+            # bundle lent to pip during the build. No CUDA_WHEELS: make setup finds no GPU here,
+            # and the build skips them by itself (test_stack checks it).
+            "BASE_IMAGE": STANDIN,
             "BUILD_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
             "DATA_DIR": str(data_dir),
+            "COMPOSE_PROJECT_NAME": PROJECT, "TB_PORT": str(TB_PORT), "NOTEBOOK_PORT": str(NOTEBOOK_PORT),
         }
 
     def command(self, *args: str, env: dict | None = None, bare: bool = False) -> list[str]:

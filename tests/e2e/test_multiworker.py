@@ -16,7 +16,7 @@ import time
 
 import pytest
 from helpers import run_folders, wait_for
-from stack import PROJECT, sh, tb_get
+from stack import PROJECT, TB_SHOWN, sh, tb_get
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("chief", "worker")
@@ -97,7 +97,7 @@ def test_make_multiworker_trains_one_run_on_two_containers_that_tensorboard_show
           f"{[p for p in polls if p[1]]}")
     assert code == 0, output
     lines = output.splitlines()
-    assert "multiworker: done, all 2 containers exited with 0; TensorBoard: http://localhost:6006" in lines
+    assert f"multiworker: done, all 2 containers exited with 0; TensorBoard: {TB_SHOWN}" in lines
     for task in ("chief:0", "worker:0"):
         said = f"| compose cluster: this is {task} of a chief and 1 worker"
         assert any(line.endswith(said) for line in lines), output

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 from helpers import wait_for
-from stack import ARTIFACTS, PROJECT, sh
+from stack import ARTIFACTS, NOTEBOOK_PORT, PROJECT, sh
 from test_sweep import Chromium
 
 pytestmark = pytest.mark.e2e
@@ -59,15 +59,16 @@ def notebook(stack):
 
 
 def test_make_notebook_prints_the_address_with_a_token_that_is_required(stack, notebook):
-    pattern = r"^JupyterLab: (http://127\.0\.0\.1:8888/lab/tree/mnist_tensorboard\.ipynb\?token=(\w+)) "
+    pattern = (rf"^JupyterLab: (http://127\.0\.0\.1:{NOTEBOOK_PORT}/lab/tree/mnist_tensorboard\.ipynb"
+               r"\?token=(\w+)) ")
     [url] = re.findall(pattern, notebook, re.MULTILINE)
     address, token = url
     assert len(token) == 48 and f"JUPYTER_TOKEN={token}" in (stack.dir / ".env").read_text().splitlines()
     # Without the token: the API refuses, the page sends to the login form.
-    assert status_without_token("http://127.0.0.1:8888/api/contents")[0] == 403
-    code, where = status_without_token("http://127.0.0.1:8888/lab")
+    assert status_without_token(f"http://127.0.0.1:{NOTEBOOK_PORT}/api/contents")[0] == 403
+    code, where = status_without_token(f"http://127.0.0.1:{NOTEBOOK_PORT}/lab")
     assert code == 302 and "/login" in where, (code, where)
-    assert status_without_token(f"http://127.0.0.1:8888/api/contents?token={token}")[0] == 200
+    assert status_without_token(f"http://127.0.0.1:{NOTEBOOK_PORT}/api/contents?token={token}")[0] == 200
     assert status_without_token(address)[0] == 200
 
 
@@ -75,7 +76,7 @@ def test_the_notebook_container_is_published_on_localhost_only_and_locked_down(s
     c = json.loads(sh("docker", "inspect", CONTAINER).stdout)[0]
     config, host = c["Config"], c["HostConfig"]
     assert [b["HostIp"] for b in host["PortBindings"]["8888/tcp"]] == ["127.0.0.1"]
-    assert sh("docker", "port", CONTAINER, "8888").stdout.split() == ["127.0.0.1:8888"]
+    assert sh("docker", "port", CONTAINER, "8888").stdout.split() == [f"127.0.0.1:{NOTEBOOK_PORT}"]
     assert config["User"] == f"{stack.uid}:{stack.gid}"
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd") and not host.get("Privileged")
@@ -132,43 +133,63 @@ def test_run_in_the_browser_the_inline_tensorboard_shows_the_runs_curves(stack, 
     shot.unlink(missing_ok=True)
     with Chromium() as chromium:
         chromium.call("Page.navigate", chromium.session,
-                      url=f"http://127.0.0.1:8888/lab/tree/e2e-browser.ipynb?token={token}")
+                      url=f"http://127.0.0.1:{NOTEBOOK_PORT}/lab/tree/e2e-browser.ipynb?token={token}")
 
         def evaluate(expression: str):
             found = chromium.call("Runtime.evaluate", chromium.session, expression=expression,
-                                  returnByValue=True)
+                                  returnByValue=True, awaitPromise=True)
             return found["result"].get("value")
 
+        def kernels_idle() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{NOTEBOOK_PORT}/api/kernels?token={token}",
+                                        timeout=10) as response:
+                kernels = json.loads(response.read())
+            return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels)
+
+        active = ("[...document.querySelectorAll('.jp-Notebook .jp-Cell')]"
+                  ".findIndex(c => c.classList.contains('jp-mod-active'))")
         wait_for(lambda: evaluate("document.querySelectorAll('.jp-Notebook .jp-Cell').length") or 0, 120,
                  "JupyterLab to show the notebook's cells", interval=0.5)
-        wait_for(lambda: evaluate("!!document.querySelector('.jp-Notebook-ExecutionIndicator')"
-                                  " || document.body.innerText.includes('Idle')"), 60,
-                 "the kernel to start", interval=0.5)
-        time.sleep(2)
+        wait_for(kernels_idle, 120, "the notebook's kernel to be idle", interval=0.5)
         cells = evaluate("document.querySelectorAll('.jp-Notebook .jp-Cell').length")
         evaluate("document.querySelector('.jp-Notebook .jp-Cell').click()")
+        wait_for(lambda: evaluate(active) == 0, 30, "the first cell to be selected", interval=0.2)
         for key in ["Escape"] + ["Enter"] * cells:
+            before = evaluate(active)
             for kind in ("rawKeyDown", "keyUp"):
                 chromium.call("Input.dispatchKeyEvent", chromium.session, type=kind, key=key, code=key,
                               windowsVirtualKeyCode={"Escape": 27, "Enter": 13}[key],
                               modifiers=8 if key == "Enter" else 0)
-            time.sleep(0.3)
+            if key == "Enter" and before < cells - 1:  # Shift+Enter queued the cell and moved on
+                wait_for(lambda b=before: evaluate(active) > b, 30, "JupyterLab to take the keystroke",
+                         interval=0.1)
+
+        frame = "document.querySelector('iframe[id^=\"tensorboard-frame-\"]')"
+
+        def frame_lists_the_run() -> bool:
+            runs = evaluate(f"(async () => {{ const r = await {frame}.contentWindow.fetch('data/runs'); "
+                            "return (await r.json()).join(' '); }})()") or ""
+            return f"{RUN}/validation" in runs
 
         def curves():
             text = evaluate(FRAME_TEXT) or ""
             charts = int(text.rsplit("charts: ", 1)[1]) if "charts: " in text else 0
-            return text if f"{RUN}/validation" in text and charts else None
+            return (text, charts) if f"{RUN}/validation" in text and charts else None
 
         try:
             wait_for(lambda: evaluate(FRAME_TEXT), 300, "the inline TensorBoard's page", interval=2)
             wait_for(lambda: (stack.dir / "logs" / "fit" / RUN / "model.keras").is_file(), 900,
                      f"{RUN} to finish", interval=1)
             # TensorBoard's page lists the runs it found when it loaded (and on its reload timer,
-            # which a headless page may not run): its reload button, as a user would press it.
-            time.sleep(3)
-            evaluate("document.querySelector('iframe[id^=\"tensorboard-frame-\"]').contentWindow.location.reload()")
-            text = wait_for(curves, 120, "the inline TensorBoard to show the run's curves", interval=2)
-            time.sleep(3)  # let the charts draw
+            # which a headless page may not run): once its server lists the run, its reload button,
+            # as a user would press it.
+            wait_for(frame_lists_the_run, 60, "the inline TensorBoard's server to list the run", interval=1)
+            evaluate(f"{frame}.contentWindow.location.reload()")
+            text, _ = wait_for(curves, 120, "the inline TensorBoard to show the run's curves", interval=2)
+            # The screenshot once the charts stop changing: the same count twice, a second apart.
+            counts = []
+            wait_for(lambda: counts.append((curves() or ("", 0))[1]) or counts[-2:] == [counts[-1]] * 2, 30,
+                     "the charts to finish drawing", interval=1)
         finally:
             chromium.screenshot(shot)
     assert shot.stat().st_size > 50_000, "the screenshot looks empty"

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import pytest
 from helpers import wait_for
-from stack import ARTIFACTS, IMAGE, TB, TF_VERSION, gpu_usable, sh, tb_answers, tb_get, tb_post
+from stack import ARTIFACTS, IMAGE, TB_SHOWN, TF_VERSION, gpu_usable, sh, tb_answers, tb_get, tb_post
 
 pytestmark = pytest.mark.e2e
 TABS = ["scalars", "graphs", "distributions", "histograms", "images", "hparams", "pr_curves", "text"]
@@ -122,6 +122,7 @@ def test_make_setup_rewrites_its_own_lines_of_env_and_keeps_the_users(made_up, s
         assert result.returncode == 0, result.stdout + result.stderr
         assert path.read_text() == ours + "# my settings\nTB_HOST=127.0.0.1\n"
         result = stack.run("make", "setup")  # and again: nothing doubles
+        assert result.returncode == 0, result.stdout + result.stderr
         assert path.read_text() == ours + "# my settings\nTB_HOST=127.0.0.1\n"
 
 
@@ -131,11 +132,18 @@ def test_make_up_trains_while_tensorboard_shows_it_live(made_up):
     # Live, not only at the end: TensorBoard served a growing number of points mid-training.
     assert len(set(p for p in during if p > 0)) >= 2, f"no growth seen while training: {made_up['polls']}"
     lines = made_up["output"].splitlines()
-    assert "TensorBoard: http://localhost:6006" in lines
+    assert f"TensorBoard: {TB_SHOWN}" in lines
     # One GPU line, from make setup's one probe, saying what this host really has.
     [gpu_line] = [line for line in lines if line.startswith("GPU: ")]
     assert gpu_line.startswith("GPU: Docker can use this host's NVIDIA GPU" if gpu_usable()
                                else "GPU: none usable by Docker here"), gpu_line
+    # The probe ran before the build: a host without a usable GPU built without the CUDA wheels,
+    # by itself (the stack's environment sets no CUDA_WHEELS).
+    assert lines.index(gpu_line) < next(i for i, line in enumerate(lines) if "docker compose" in line and
+                                         " build trainer" in line)
+    nvidia = sh("docker", "run", "--rm", "--entrypoint", "python3", IMAGE, "-c",
+                "import importlib.util; print(importlib.util.find_spec('nvidia') is not None)").stdout.strip()
+    assert nvidia == str(gpu_usable()), nvidia
     assert any(line.startswith(f"run logs/fit/{made_up['run']}: test accuracy ") for line in lines)
 
 
@@ -180,7 +188,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 def test_chromium_shows_the_run_and_its_curves(live):
     made_up = live
-    site = TB.replace("127.0.0.1", "localhost")
+    site = TB_SHOWN
     # The Time Series dashboard renders without shadow DOM, so its page lists runs and tags.
     page = chromium("--dump-dom", f"{site}/#timeseries").stdout
     for text in (f"{made_up['run']}/validation", "epoch_accuracy", "epoch_loss", "batch_loss"):

@@ -24,7 +24,7 @@ import time
 
 import pytest
 from helpers import wait_for
-from stack import ARTIFACTS, PROJECT, TB, sh, tb_get, tb_post
+from stack import ARTIFACTS, PROJECT, TB_SHOWN, sh, tb_get, tb_post
 
 pytestmark = pytest.mark.e2e
 NAME, TRIALS, EPOCHS = "e2e", 4, 6
@@ -271,7 +271,7 @@ def test_make_sweep_on_two_sweepers_survives_a_docker_kill_and_the_same_command_
     print(again)
     assert code == 0, again
     lines = again.splitlines()
-    assert "sweep: done, all 2 containers exited with 0; TensorBoard: http://localhost:6006" in lines, again
+    assert f"sweep: done, all 2 containers exited with 0; TensorBoard: {TB_SHOWN}" in lines, again
     assert f"sweep: every trial, its settings and result: logs/sweeps/{NAME}/summary.json" in lines, again
     tables = [line for line in lines if line.endswith(f"| sweep {NAME}: {TRIALS} trials ({TRIALS} complete, "
                                                       "0 pruned, 0 failed)")]
@@ -320,7 +320,7 @@ def test_make_sweep_on_two_sweepers_survives_a_docker_kill_and_the_same_command_
     shot = ARTIFACTS / "tensorboard-hparams-sweep.png"
     shot.unlink(missing_ok=True)
     with Chromium() as chromium:
-        text = chromium.text_once_it_shows(TB.replace("127.0.0.1", "localhost") + "/#hparams",
+        text = chromium.text_once_it_shows(TB_SHOWN + "/#hparams",
                                            ["Trial ID", *RUNS])
         time.sleep(1)  # the table is filled; let it draw
         chromium.screenshot(shot)
@@ -349,7 +349,7 @@ def test_a_sweeper_whose_process_is_killed_is_restarted_and_continues_its_trial(
     assert re.search(continued, output, re.MULTILINE), output
     assert re.search(rf"\| resuming {run} after epoch {killed_at} of {EPOCHS}$", output, re.MULTILINE), output
     lines = output.splitlines()
-    assert "sweep: done, all 1 containers exited with 0; TensorBoard: http://localhost:6006" in lines
+    assert f"sweep: done, all 1 containers exited with 0; TensorBoard: {TB_SHOWN}" in lines
     done = json.loads((stack.dir / "logs" / "fit" / run / "metrics.json").read_text())
     assert done["epochs_completed"] == EPOCHS, done
     assert sweepers() == []

@@ -1,4 +1,4 @@
-"""`make bench` in miniature: one tiny epoch per variant, to show the benchmark itself works."""
+"""`make bench` and `make bench-sweep` in miniature: tiny variants, to show the benchmarks themselves work."""
 
 from __future__ import annotations
 
@@ -6,23 +6,22 @@ import json
 import subprocess
 import sys
 
-from helpers import ROOT, SLICE, cli_env
-
-from app.scale import hardware
-from tools import bench
+from helpers import ROOT, SLICE, cli_env, this_cpu
 
 
 def test_bench_measures_every_variant_and_the_time_to_the_reference_accuracy(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "tools.bench", "--data", str(SLICE), "--epochs", "2",
-                             "--out", str(out)], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+                             "--out", str(out)], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     # The float32 pair runs where this CPU has native bfloat16 (then `project` trains in bfloat16).
+    cpu_name, bfloat16 = this_cpu()
     expected = ["reference", "project", "project-no-logging"]
-    if hardware.native_bfloat16():
+    if bfloat16:
         expected += ["project-float32", "project-float32-no-logging"]
-    assert list(report["median"]) == expected == bench.default_variants({})
+    assert list(report["median"]) == expected
     for variant, m in report["median"].items():
         assert m["images_per_second"] > 0 and m["peak_rss_mb"] > 100, variant
         assert 0.1 < m["test_accuracy"] <= 1, variant  # two epochs on 1,200 digits: well above chance
@@ -36,6 +35,33 @@ def test_bench_measures_every_variant_and_the_time_to_the_reference_accuracy(tmp
     assert set(report["ratios"]["project"]) == {"wall", "throughput", "logging_overhead_percent"}
     assert set(report["cli_seconds"]) == {"--help", "bad input"}
     table = result.stdout
-    assert report["cpu"] in table and "native bfloat16" in report["cpu"]  # it names the CPU it measured
+    assert report["cpu"].startswith(cpu_name) and report["cpu"] in table  # it names the CPU it measured
+    assert f"native bfloat16: {'yes' if bfloat16 else 'no'}" in report["cpu"]
     for row in (*expected, "project: whole process"):
         assert row in table
+
+
+def test_bench_sweep_in_miniature_runs_the_same_trials_in_every_variant(tmp_path):
+    from tools import sweep_bench
+
+    out = tmp_path / "bench-sweep.json"
+    result = subprocess.run([sys.executable, "-m", "tools.sweep_bench", "--data", str(SLICE), "--trials", "2",
+                             "--epochs", "2", "--train-images", "600", "--variant", "one sweeper",
+                             "--variant", "two sweepers, pruning, a core share each", "--out", str(out)],
+                            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["cpu"].startswith(this_cpu()[0]) and report["cpu"] in result.stdout
+    assert report["data"] == f"{SLICE}: first 600 training images, 300 test images"
+    one, two = report["results"]
+    assert (one["variant"], one["sweepers"], one["pruning"]) == ("one sweeper", 1, False)
+    assert (two["variant"], two["sweepers"], two["pruning"], two["threads"]) == (
+        "two sweepers, pruning, a core share each", 2, True, "a share")
+    for r in (one, two):
+        assert r["complete"] + r["pruned"] == 2 and r["wall_seconds"] > 0 and r["best_val_accuracy"] > 0.1
+    assert one["epochs_trained"] == 4  # no pruning: every trial all its epochs
+    # Both ran the same two trials, drawn once from the shipped sweep's space.
+    drawn = sweep_bench.draw(sweep_bench.spec.load(str(ROOT / "sweeps" / "default.yaml"), {}), 2)
+    assert one["best_params"] in drawn and two["best_params"] in drawn
+    for variant in ("one sweeper", "two sweepers, pruning, a core share each"):
+        assert f"| {variant} |" in result.stdout

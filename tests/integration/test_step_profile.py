@@ -18,7 +18,7 @@ def test_the_profile_names_each_layers_ops_their_speed_and_the_peak(tmp_path):
     out = tmp_path / "profile.json"
     result = subprocess.run([sys.executable, "-m", "tools.step_profile", "--data", str(SLICE), "--precision",
                              "float32", "--batch-size", "100", "--out", str(out)],
-                            cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+                            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["precision"] == "float32" and report["steps_per_epoch"] == 12

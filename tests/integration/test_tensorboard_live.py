@@ -11,9 +11,8 @@ import threading
 import time
 
 import pytest
-from helpers import ROOT, TensorBoard, cli_env, wait_for
+from helpers import ROOT, TensorBoard, cli_env, this_cpu, wait_for
 
-from app.scale import hardware
 from tools.tensorboard_bench import copy_run
 
 RUNS_TABLE = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
@@ -72,7 +71,7 @@ def test_bench_tensorboard_in_miniature_names_the_cpu_and_times_every_request_wi
                             cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert report["cpu"] == hardware.description() and report["cpu"] in result.stdout
+    assert report["cpu"].startswith(this_cpu()[0]) and report["cpu"] in result.stdout
     assert report["hparams_tab_trials"] == 3 and report["new_run"]["seconds"] < 10
     kinds = {"runs", "scalars tags", "scalars_multirun", "hparams experiment (HParams tab)",
              "hparams session_groups (HParams tab)", "hparams experiment (runs table)",

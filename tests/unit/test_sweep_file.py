@@ -65,6 +65,27 @@ def refused(tmp_path, text: str, *flags: str) -> str:
     ("- a\n- b\n", (), "must be a YAML mapping"),
     ("", (), "must be a YAML mapping"),
     (GOOD.replace("parameters:\n", "parameters: {}\nx:\n"), (), "unknown key 'x'"),
+    (GOOD + "objective: [val_loss]\n", (), "objective must be a metric name or {metric: M, direction: D}"),
+    (GOOD + "objective: {metric: val_loss, goal: low}\n", (), "objective must be a metric name or"),
+    (GOOD + "objective: {metric: val_loss, direction: down}\n", (),
+     "objective direction must be maximize or minimize (got 'down')"),
+    (GOOD + "pruning: {startup_trials: -1}\n", (), "pruning.startup_trials must be a whole number"),
+    (GOOD + "pruning: {warmup_epochs: 1.5}\n", (), "pruning.warmup_epochs must be a whole number"),
+    (GOOD + "pruning: {patience: 2}\n", (), "pruning must be true, false or {startup_trials: N"),
+    (GOOD.replace("fixed:\n  epochs: 1", "fixed: [epochs]"), (), "fixed must map settings to values"),
+    (GOOD.replace("epochs: 1", "no_such: 1"), (), "fixed.no_such: no such setting"),
+    (GOOD.replace("batch_size: {choices: [32, 64]}", "batch_size: 64"), (),
+     "parameters.batch_size: give {low: A, high: B}"),
+    (GOOD.replace("{choices: [32, 64]}", "{choices: [32, 64], low: 1}"), (), "choices cannot be combined"),
+    (GOOD.replace("batch_size: {choices: [32, 64]}", "lr_schedule: {low: 1, high: 2}"), (),
+     "--lr-schedule is not a number, so it takes choices"),
+    (GOOD.replace("{choices: [32, 64]}", "{low: 32}"), (), "a range is {low: A, high: B}"),
+    (GOOD.replace("{choices: [32, 64]}", "{low: 32, high: 64, step: 8}"), (), "a range is {low: A, high: B}"),
+    (GOOD.replace("log: true", "log: 1"), (), "parameters.learning_rate.log must be true or false (got 1)"),
+    (GOOD.replace("high: 0.01", "high: .inf"), (), "--learning-rate must be finite (got inf)"),
+    (GOOD + "sampler: grid\n", ("--trials", "3"), "sampler grid needs choices"),
+    (GOOD.replace("learning_rate: {low: 0.001, high: 0.01, log: true}", "seed: {choices: [1, 2]}")
+     + "sampler: grid\n", ("--trials", "5"), "the grid has 4 points, so --trials can be at most 4 (got 5)"),
 ])
 def test_a_mistake_is_one_line_and_exit_2_with_nothing_written(tmp_path, text, flags, says):
     assert says in refused(tmp_path, text, *flags)
@@ -92,6 +113,25 @@ def test_the_same_name_with_another_space_is_refused_and_nothing_changes(tmp_pat
     assert "sweep 's' in logs/sweeps/s was started with other parameters" in result.stderr
     assert "give the sweep a new name" in result.stderr
     assert sorted(p.name for p in (tmp_path / "logs").rglob("*")) == before
+
+
+def test_an_unreadable_sweep_json_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "s.yaml").write_text(GOOD)
+    folder = tmp_path / "logs" / "sweeps" / "s"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text("{not json")
+    result = sweep_cli("s.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "logs/sweeps/s/sweep.json is unreadable" in result.stderr
+    assert "move logs/sweeps/s away to start the sweep afresh" in result.stderr
+
+
+def test_a_grid_runs_every_point_unless_told_fewer(tmp_path):
+    grid = GOOD.replace("learning_rate: {low: 0.001, high: 0.01, log: true}", "seed: {choices: [1, 2, 3]}")
+    (tmp_path / "s.yaml").write_text(grid.replace("trials: 2\n", "") + "sampler: grid\n")
+    assert spec.load(str(tmp_path / "s.yaml"), {}).trials == 6
+    assert spec.load(str(tmp_path / "s.yaml"), {}, trials=4).trials == 4
+    (tmp_path / "s.yaml").write_text(GOOD.replace("trials: 2\n", ""))
+    assert spec.load(str(tmp_path / "s.yaml"), {}).trials == 10  # not a grid: the default
 
 
 def test_settings_are_read_with_their_own_types(tmp_path):

@@ -1,4 +1,5 @@
-"""docker/write-env, make setup's .env, with a stand-in `docker` that answers the GPU probe either way.
+"""docker/write-env, make setup's .env, with a stand-in `docker` that answers the GPU probe either way;
+and make build taking the CUDA wheels only where that probe found a GPU.
 
 tests/e2e/test_stack.py runs the real thing through `make setup` on this machine, which has no GPU; here
 both answers of the probe, the exact .env and what is printed, and the user's own lines kept.
@@ -18,16 +19,21 @@ MINE = ["# my settings", "TB_HOST=127.0.0.1", "export HOST_UID=1000", "  COMPOSE
         HEADER.splitlines()[0], "DATA_DIR=/data/mnist"]
 
 
-def write_env(folder, gpu: bool) -> subprocess.CompletedProcess:
+def write_env(folder, gpu: bool, built: bool = True) -> subprocess.CompletedProcess:
     bin_dir = folder / "bin"
     bin_dir.mkdir(exist_ok=True)
     docker = bin_dir / "docker"
-    # Records its arguments; exit status 0 as a host with a usable GPU answers, 125 as one without.
-    docker.write_text(f'#!/bin/sh\necho "$@" >> "{folder}/docker-calls"\nexit {0 if gpu else 125}\n')
+    # Records its arguments; `image inspect` finds the image if `built`; `run --gpus` exits with 0 as a
+    # host with a usable GPU answers, 125 as one without.
+    docker.write_text(f"""#!/bin/sh
+echo "$@" >> "{folder}/docker-calls"
+case "$1" in image) exit {0 if built else 1} ;; esac
+exit {0 if gpu else 125}
+""")
     docker.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOST_UID": "1500", "HOST_GID": "1501"}
-    return subprocess.run([ROOT / "docker/write-env", "some/image"], cwd=folder, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run([ROOT / "docker/write-env", "some/image", "the/base:1-gpu"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize("gpu", [True, False])
@@ -37,9 +43,11 @@ def test_the_gpu_probe_decides_compose_file(tmp_path, gpu):
     files = "docker-compose.yml:docker-compose.gpu.yml" if gpu else "docker-compose.yml"
     assert (tmp_path / ".env").read_text() == HEADER + f"HOST_UID=1500\nHOST_GID=1501\nCOMPOSE_FILE={files}\n"
     gpu_line = ("GPU: Docker can use this host's NVIDIA GPU; the trainer reserves one" if gpu else
-                "GPU: none usable by Docker here (no NVIDIA GPU or container toolkit): training on CPU")
+                "GPU: none usable by Docker here (no NVIDIA GPU or container toolkit): training on CPU, "
+                "and the image is built without the CUDA wheels (CUDA_WHEELS=1 builds them anyway)")
     assert result.stdout == f"{gpu_line}\n.env: HOST_UID=1500 HOST_GID=1501 COMPOSE_FILE={files}\n"
-    assert (tmp_path / "docker-calls").read_text() == "run --rm --gpus all --entrypoint true some/image\n"
+    assert (tmp_path / "docker-calls").read_text() == ("image inspect some/image\n"
+                                                       "run --rm --gpus all --entrypoint true some/image\n")
     assert not (tmp_path / ".env.tmp").exists()
 
 
@@ -52,3 +60,26 @@ def test_its_own_lines_are_rewritten_and_the_users_kept(tmp_path):
     # Again, after the GPU went away: nothing doubles, COMPOSE_FILE follows the probe.
     assert write_env(tmp_path, gpu=False).returncode == 0
     assert (tmp_path / ".env").read_text() == ours.replace(":docker-compose.gpu.yml", "") + kept
+
+
+def test_before_the_first_build_the_probe_runs_in_the_base_image(tmp_path):
+    assert write_env(tmp_path, gpu=False, built=False).returncode == 0
+    probe = "run --rm --gpus all --entrypoint true the/base:1-gpu"
+    assert (tmp_path / "docker-calls").read_text() == f"image inspect some/image\n{probe}\n"
+
+
+@pytest.mark.parametrize("env_lines, given, wheels", [
+    ("COMPOSE_FILE=docker-compose.yml:docker-compose.gpu.yml\n", {}, "1"),  # setup found a GPU
+    ("COMPOSE_FILE=docker-compose.yml\n", {}, "0"),  # it found none
+    ("", {}, "0"),  # no setup yet
+    ("COMPOSE_FILE=docker-compose.yml\n", {"CUDA_WHEELS": "1"}, "1"),  # the user's choice wins
+    ("COMPOSE_FILE=docker-compose.yml\nCUDA_WHEELS=1\n", {}, "1"),  # also as a line of their own
+    ("COMPOSE_FILE=docker-compose.yml:docker-compose.gpu.yml\n", {"CUDA_WHEELS": "0"}, "0"),
+])
+def test_the_build_takes_the_cuda_wheels_only_where_setup_found_a_gpu(tmp_path, env_lines, given, wheels):
+    (tmp_path / ".env").write_text(env_lines)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_WHEELS"} | given
+    dry = subprocess.run(["make", "-n", "-f", ROOT / "Makefile", "build"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert f"CUDA_WHEELS={wheels} docker compose -f docker-compose.yml build trainer" in dry.stdout
