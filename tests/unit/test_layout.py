@@ -28,12 +28,17 @@ NOT_PATHS = {"sweeps/NAME.yaml", "sweeps/mine.yaml", "tests/e2e/x.sh", "docker/c
 
 def tracked() -> list[Path]:
     names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [ROOT / n for n in names.splitlines() if NAMING.search(n) and n != "CHANGELOG.md"]
+    # This file names stale modules on purpose, to show the check finds them.
+    return [ROOT / n for n in names.splitlines()
+            if NAMING.search(n) and n not in ("CHANGELOG.md", "tests/unit/test_layout.py")]
 
 
 def module_exists(dotted: str) -> bool:
-    """`app.x.y...` names a module or package, followed by attributes at most."""
+    """`app.x.y...` names a module or package, followed by attributes at most (`tools.NAME`, a
+    placeholder, names none)."""
     parts = dotted.split(".")
+    if any(part.isupper() for part in parts):
+        return True
     found = False
     for end in range(2, len(parts) + 1):
         base = ROOT.joinpath(*parts[:end])
