@@ -163,7 +163,8 @@ class Chromium:
     })()"""
 
     def __enter__(self):
-        self.profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes may still write into it as it ends: never fail on cleaning up.
+        self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         to_chromium, self._out = os.pipe()
         self._in, from_chromium = os.pipe()
         # Above 9, so that moving them to 3 and 4 in the child cannot overwrite one with the other.

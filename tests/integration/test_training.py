@@ -18,8 +18,11 @@ def test_output_names_the_device_each_epoch_and_the_result(trained):
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: ")
     assert "training on CPU" in lines[0] or "training on GPU" in lines[0]
-    # Not a terminal: one line per epoch, no progress bar redrawn with carriage returns.
+    # Not a terminal: three lines per epoch (docs/training.md), no progress bar redrawn with carriage returns.
     assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
+    epoch_lines = lines[lines.index("Epoch 1/2"):lines.index("Epoch 2/2")]
+    assert len(epoch_lines) == 3 and " epoch 1/2: accuracy=" in epoch_lines[1], epoch_lines
+    assert epoch_lines[2].startswith("19/19 - ") and "val_accuracy: " in epoch_lines[2], epoch_lines
     assert "\r" not in result.stdout
     result = metrics(run_dir)
     assert lines[-1] == (f"run logs/fit/tiny: test accuracy {result['test_accuracy']:.2%}, "
