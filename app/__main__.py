@@ -17,7 +17,7 @@ cli.require_packages("python -m app")  # before the imports below, which need nu
 
 from app import runs  # noqa: E402
 from app.config import ConfigError, add_arguments  # noqa: E402
-from app.data import DataError, load  # noqa: E402
+from app.data import DataError, load_for  # noqa: E402
 from app.scale import distribution  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         config = runs.settled_config(given)
         if distribution.check(config) == 1:  # of several workers, only the chief claims the folder
             runs.check_unclaimed(config)
-        digits = load(config.dataset, config.data) if config.data else None
+        digits = load_for(config) if config.data else None
         runs.check_writable(config.log_dir)  # the first thing written, once all else is known good
     except (ConfigError, DataError) as e:
         return cli.fail(e, 2)

@@ -23,6 +23,8 @@ SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 RESUMES = ("no", "yes", "auto")
+CHANNELS = ("auto", "1", "3")
+IMAGE_SIZE = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})")
 # A run name becomes one folder under <log-dir>/fit: no separators, no "..", nothing hidden.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -59,6 +61,16 @@ def _run_name_problem(value: str | None) -> str | None:
         return None
     return ("is not a plain folder name; use letters, digits, '.', '_' and '-' (up to 100), "
             "starting with a letter or digit")
+
+
+def _image_size_problem(value: str) -> str | None:
+    if value == "auto" or IMAGE_SIZE.fullmatch(value):
+        return None
+    return "must be auto or HEIGHTxWIDTH in pixels, e.g. 64x64 (each 1 to 9999)"
+
+
+def _fraction_problem(value: float) -> str | None:
+    return None if 0 < value < 1 else "must be a fraction between 0 and 1, e.g. 0.2"
 
 
 def _profile_problem(value: str) -> str | None:
@@ -103,9 +115,25 @@ class Config:
     # Data: keras.datasets by name, or offline from a file or folder (which wins when given).
     dataset: str = setting("mnist", "the keras.datasets set to download once and cache in $KERAS_HOME",
                            group="data", choices=DATASETS, kept_on_resume=True, hparam=True)
-    data: str | None = setting(None, "train offline from an .npz (x_train, y_train, x_test, y_test) or a "
+    data: str | None = setting(None, "train offline from a folder of your own pictures (one subfolder per "
+                               "class, see docs/data.md), an .npz (x_train, y_train, x_test, y_test) or a "
                                "folder of the four MNIST IDX files, gzipped or not", group="data",
                                metavar="PATH", shown_default="download --dataset")
+    # A folder of pictures: the size and colour they are brought to, and the validation set.
+    image_size: str = setting("auto", "resize the pictures to HEIGHTxWIDTH (other aspect ratios are "
+                              "stretched); auto: the training pictures' most common size, scaled down to "
+                              "at most 128 on its longer side. The model's Dense layer grows with it "
+                              "(docs/training.md#the-model)", group="data", metavar="HxW",
+                              check=_image_size_problem, kept_on_resume=True, hparam=True)
+    channels: str = setting("auto", "1 (grey) or 3 (colour); auto: 3 when any picture has colour",
+                            group="data", choices=CHANNELS, kept_on_resume=True, hparam=True)
+    validation_split: float = setting(0.2, "a folder of class folders alone (no train/ and test/): the "
+                                      "share of each class held out as the validation and test set, "
+                                      "chosen by --seed", group="data", metavar="FRACTION",
+                                      check=_fraction_problem, kept_on_resume=True)
+    skip_bad_images: bool = setting(False, "leave out pictures that cannot be read or decoded, and say "
+                                    "how many, instead of refusing the folder", group="data",
+                                    shown_default="off")
 
     # Where the run goes: <log_dir>/fit/<run_name>, a timestamp unless named.
     log_dir: str = setting("logs", "runs go to DIR/fit/RUN_NAME", group="runs and TensorBoard",

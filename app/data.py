@@ -1,8 +1,12 @@
-"""Load and validate the digits: a keras.datasets download, an .npz file, or a folder of IDX files.
+"""Load and validate the data: a keras.datasets download, an .npz file, a folder of IDX files, or a
+folder of your own pictures (pictures.py, decoded once into a cache by picture_cache.py).
 
-Everything here is numpy only, so bad data is refused before TensorFlow is imported. Whatever the
-source, the result is the same `Digits`: uint8 images shaped (N, 28, 28) and uint8 labels 0-9.
-Images stay uint8 until a batch is formed (see pipeline.py): a quarter of the memory of float32.
+Whatever the source, the result is the same `Images`: uint8 pixels shaped (N, height, width,
+channels) and uint8 labels 0 to classes - 1, with the class names. Pixels stay uint8 until a batch
+is formed (see pipeline.py): a quarter of the memory of float32; a picture folder's arrays are
+memory-mapped from the cache, so a folder larger than memory trains too. The arrays are checked
+with numpy only, and a picture folder's layout and headers too, so bad data is refused before
+TensorFlow is imported; only decoding a picture folder the first time imports it.
 """
 
 from __future__ import annotations
@@ -42,32 +46,97 @@ class DataError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Digits:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
+class Images:
+    x_train: np.ndarray  # uint8 (N, height, width, channels)
+    y_train: np.ndarray  # uint8 (N,), 0 to len(class_names) - 1
+    x_test: np.ndarray  # the validation and test set
     y_test: np.ndarray
     source: str
     class_names: list[str]
+    # What a run records of its data (data.json, the Text and HParams tabs): the layout, how the
+    # validation set was chosen, pictures left out, the cache.
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def image_size(self) -> str:
+        return f"{self.x_train.shape[1]}x{self.x_train.shape[2]}"
+
+    @property
+    def channels(self) -> int:
+        return self.x_train.shape[3]
+
+    def counts(self, split: str) -> list[int]:
+        """Pictures per class in the `train` or `test` split."""
+        labels = self.y_train if split == "train" else self.y_test
+        return np.bincount(np.asarray(labels), minlength=len(self.class_names)).tolist()
 
 
-def load(dataset: str, data_path: str | None) -> Digits:
-    """The training and test digits from `data_path` if given, else from keras.datasets."""
+def load(dataset: str, data_path: str | None, *, image_size: str = "auto", channels: str = "auto",
+         validation_split: float = 0.2, seed: int = 42, skip_bad_images: bool = False) -> Images:
+    """The training and test images from `data_path` if given, else from keras.datasets; the
+    keywords apply to a folder of pictures (app/config.py says what each does)."""
     if data_path is None:
         arrays = _download(dataset)
         source = f"keras.datasets.{dataset}"
     else:
         path = Path(data_path)
         if not path.exists():
-            raise DataError(f"--data {data_path}: no such file or folder; "
-                            "give an .npz file or a folder of MNIST IDX files")
+            raise DataError(f"--data {data_path}: no such file or folder; give a folder of pictures (one "
+                            "subfolder per class), an .npz file or a folder of MNIST IDX files")
+        from app import pictures
+
+        if pictures.is_picture_folder(path):
+            return _load_pictures(path, image_size, channels, validation_split, seed, skip_bad_images)
         arrays = _read_idx_folder(path) if path.is_dir() else _read_npz(path)
         source = str(path)
-    digits = Digits(**_validated(arrays, source), source=source, class_names=CLASS_NAMES[dataset])
-    return digits
+    images = Images(**_validated(arrays, source), source=source, class_names=CLASS_NAMES[dataset],
+                    details={"kind": "arrays"})
+    _check_fixed(images, image_size, channels)
+    return images
+
+
+def load_for(config) -> Images:
+    """The data of a run's Config."""
+    return load(config.dataset, config.data, image_size=config.image_size, channels=config.channels,
+                validation_split=config.validation_split, seed=config.seed,
+                skip_bad_images=config.skip_bad_images)
+
+
+def _check_fixed(images: Images, image_size: str, channels: str) -> None:
+    """--image-size and --channels resize and convert pictures; arrays are taken as they are."""
+    if image_size not in ("auto", images.image_size):
+        raise DataError(f"--image-size {image_size}: {images.source} holds {images.image_size} images, which "
+                        "are used as they are; --image-size resizes a folder of pictures")
+    if channels not in ("auto", str(images.channels)):
+        raise DataError(f"--channels {channels}: {images.source} holds images of {images.channels} "
+                        "channel(s), used as they are; --channels converts a folder of pictures")
+
+
+def _load_pictures(path: Path, image_size: str, channels: str, validation_split: float, seed: int,
+                   skip_bad: bool) -> Images:
+    from app import picture_cache, pictures
+
+    folder = pictures.scan(path, skip_bad)
+    if folder.layout == "classes":  # refused before anything is decoded (again below, after)
+        pictures.split(np.array([p.label for p in folder.train]), validation_split, seed, folder.class_names,
+                       path)
+    size = pictures.resolve_size(folder, image_size)
+    depth = pictures.resolve_channels(folder, channels)
+    cached, where = picture_cache.arrays(folder, size, depth, skip_bad)
+    details = {"kind": "pictures", "layout": folder.layout, "cache": str(where),
+               "skipped": [[str(p.relative_to(path)), why] for p, why in folder.skipped]
+               + [list(s) for s in picture_cache.skipped(where)]}
+    if folder.layout == "classes":
+        held = pictures.split(np.asarray(cached["y_train"]), validation_split, seed, folder.class_names, path)
+        files = picture_cache.files(where)["train"]
+        details.update(validation_split=validation_split, split_seed=seed,
+                       validation_files=sorted(f for f, h in zip(files, held, strict=True) if h))
+        cached = picture_cache.held_out(cached, where, held, validation_split, seed)
+    return Images(**cached, source=str(path), class_names=folder.class_names, details=details)
 
 
 def _validated(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """MNIST's layout, checked: 28x28 grayscale, labels 0-9; x gets its channel axis, (N, 28, 28, 1)."""
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -90,7 +159,7 @@ def _validated(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarr
         if y.min() < 0 or y.max() >= NUM_CLASSES:
             raise DataError(f"{source}: y_{split} has labels from {y.min()} to {y.max()}, "
                             f"expected 0 to {NUM_CLASSES - 1}")
-        out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x), y.astype(np.uint8)
+        out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x)[..., np.newaxis], y.astype(np.uint8)
     return out
 
 

@@ -1,4 +1,6 @@
-"""tf.data input pipelines. Images stay uint8 in memory and become float32 in [0, 1] per batch."""
+"""tf.data input pipelines. Images stay uint8 where they are (in memory, or memory-mapped from the
+picture cache) and each batch is gathered from them by numpy and becomes float32 in [0, 1]: the
+arrays are never copied whole into TensorFlow, so a folder larger than memory trains too."""
 
 from __future__ import annotations
 
@@ -17,7 +19,27 @@ PARALLEL_CALLS, BATCHES_AHEAD = 2, 2
 
 
 def _scaled(images: tf.Tensor) -> tf.Tensor:
-    return tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def _rows(x: np.ndarray, y: np.ndarray | None):
+    """A tf.data map function: the rows of x (and y) at a batch of indices, gathered by numpy."""
+    shape = (None, *x.shape[1:])
+
+    def take(indices: np.ndarray):
+        order = np.sort(indices)  # in file order: a memory-mapped array reads ahead
+        put = np.argsort(np.argsort(indices))  # and back to the shuffled order
+        rows = np.asarray(x[order])[put]
+        return (rows, np.asarray(y[order])[put].astype(np.int32)) if y is not None else rows
+
+    def gather(indices: tf.Tensor):
+        out = (tf.uint8, tf.int32) if y is not None else tf.uint8
+        found = tf.numpy_function(take, [indices], out, stateful=False)
+        if y is None:
+            return tf.ensure_shape(found, shape)
+        return tf.ensure_shape(found[0], shape), tf.ensure_shape(found[1], (None,))
+
+    return gather
 
 
 class ShuffleEachEpoch(keras.callbacks.Callback):
@@ -42,8 +64,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
     Each epoch's order is a stateless function of (seed, epoch), not of what ran before, so a
     resumed run sees exactly the batches that an uninterrupted run would have seen.
     """
-    images, labels = tf.constant(x), tf.constant(y, dtype=tf.int32)
     n, steps = len(x), math.ceil(len(x) / batch_size)
+    rows = _rows(x, y)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
 
     def order(_) -> tf.Tensor:  # read when an epoch's iterator starts, after on_epoch_begin
@@ -51,7 +73,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
         return tf.argsort(keys)
 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _scaled(tf.gather(images, indices)), tf.gather(labels, indices)
+        images, labels = rows(indices)
+        return _scaled(images), labels
 
     dataset = (
         tf.data.Dataset.range(1)
@@ -68,10 +91,14 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
 
 def eval_batches(x: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:
     """In-order batches for evaluation and prediction (labels included when given)."""
-    dataset = tf.data.Dataset.from_tensor_slices(x).batch(EVAL_BATCH_SIZE).map(_scaled)
-    if y is not None:
-        labels = tf.data.Dataset.from_tensor_slices(y.astype(np.int32)).batch(EVAL_BATCH_SIZE)
-        dataset = tf.data.Dataset.zip(dataset, labels)
+    rows = _rows(x, y)
+
+    def gather(indices: tf.Tensor):
+        found = rows(indices)
+        return (_scaled(found[0]), found[1]) if y is not None else _scaled(found)
+
+    dataset = (tf.data.Dataset.range(len(x)).batch(EVAL_BATCH_SIZE)
+               .map(gather, num_parallel_calls=PARALLEL_CALLS))
     return _with_options(dataset.prefetch(BATCHES_AHEAD))
 
 

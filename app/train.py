@@ -1,4 +1,4 @@
-"""train(config) -> metrics: one run, from the digits to an exported model.
+"""train(config) -> metrics: one run, from the data to an exported model.
 
 Reads top to bottom: data, device, strategy, run folder, model (new or resumed), callbacks,
 fit, test evaluation, export, metrics.json. Under a multi-worker strategy every worker runs all
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import signal
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, metric_lines, pipeline, runs, tabs
+from app import checkpoints, data, export, metric_lines, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
 from app.scale import devices, distribution
@@ -41,10 +42,12 @@ class Interrupted(Exception):
         self.signal_name, self.exit_code = signal_name, exit_code
 
 
-def train(config: Config, digits: data.Digits | None = None, extra_callbacks: list | None = None) -> dict:
+def train(config: Config, digits: data.Images | None = None, extra_callbacks: list | None = None) -> dict:
     """Train one run; `extra_callbacks` (a sweep's reporter, the benchmark's clock) run after the
     checkpoint."""
-    digits = digits or data.load(config.dataset, config.data)
+    digits = digits or data.load_for(config)
+    # What auto resolved to, written into config.json: a resumed run keeps the size and colour.
+    config = dataclasses.replace(config, image_size=digits.image_size, channels=str(digits.channels))
     plan = devices.plan(config.precision)  # before the strategy: it may set GPU memory growth
     scale = distribution.scale(config.strategy)
     # Every worker reads the checkpoint only once all have started: by then no process of an
@@ -64,14 +67,18 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     else:
         if continuing:
             run_dir = runs.existing(config.log_dir, config.run_name)
+            record = data_record(digits, continuing, run_dir)  # refused before anything is written
             checkpoints.tidy(run_dir)
         else:
             run_dir = runs.claim(config.log_dir, config.run_name)
+            record = data_record(digits, continuing, run_dir)
         runs.write_text(run_dir / "config.json", config.to_json())
+        runs.write_json(run_dir / "data.json", record)
     run_name = run_dir.name
 
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}; "
           f"{scale.description()}", flush=True)
+    print(describe(digits), flush=True)
     if plan.warning:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
     keras.mixed_precision.set_global_policy(plan.policy)
@@ -83,7 +90,7 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
     batches, steps_per_epoch, shuffle_each_epoch = pipeline.training_batches(
         digits.x_train, digits.y_train, config.batch_size, config.seed, plan.steps_per_execution)
     with scale.strategy.scope():
-        model = build_model(len(digits.class_names))
+        model = build_model(digits.x_train.shape[1:], len(digits.class_names))
         model.compile(
             optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
             # Integer labels with the sparse loss: the same cross-entropy as one-hot labels.
@@ -163,7 +170,7 @@ def train(config: Config, digits: data.Digits | None = None, extra_callbacks: li
             print(f"{scale.task} done: test accuracy {test_accuracy:.2%}; the chief writes run {run_dir}",
                   flush=True)
             return metrics
-        _save_model(model, run_dir)
+        _save_model(model, digits, run_dir)
         runs.write_json(run_dir / "metrics.json", metrics)
         if writer is not None:
             tabs.write_test_metrics(writer, metrics, len(seconds))
@@ -239,17 +246,47 @@ def _learning_rate(config: Config, steps_per_epoch: int):
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
 
 
-def _save_model(model: keras.Model, run_dir: Path) -> None:
-    """model.keras for Keras, saved_model/ for TensorFlow Serving; each appears whole or not at all."""
+def _save_model(model: keras.Model, digits: data.Images, run_dir: Path) -> None:
+    """model.keras for Keras, saved_model/ for python -m app.predict and TensorFlow Serving (app/export.py);
+    each appears whole or not at all."""
     tmp = run_dir / ".tmp-model.keras"
     model.save(tmp)
     tmp.replace(run_dir / "model.keras")
     tmp_dir, final = run_dir / ".tmp-saved_model", run_dir / "saved_model"
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    with contextlib.redirect_stdout(None):  # export() prints a page of signature details
-        model.export(str(tmp_dir), verbose=False)
+    export.save(model, digits.class_names, digits.x_train.shape[1:3], digits.channels, str(tmp_dir))
     shutil.rmtree(final, ignore_errors=True)
     tmp_dir.replace(final)
+
+
+def describe(digits: data.Images) -> str:
+    """The data in one line: where from, the classes, how many pictures in each split, their size."""
+    counts = zip(digits.class_names, digits.counts("train"), strict=True)
+    classes = ", ".join(f"{name}: {count:,}" for name, count in counts)
+    classes = classes if len(classes) <= 200 else classes[:199] + "…"
+    held = digits.details.get("validation_split")
+    test = (f"{len(digits.y_test):,} held out for validation ({held:g} of each class, by seed "
+            f"{digits.details['split_seed']})" if held else f"{len(digits.y_test):,} for validation")
+    skipped = len(digits.details.get("skipped", []))
+    return (f"data: {digits.source}: {len(digits.class_names)} classes ({classes}); {len(digits.y_train):,} "
+            f"training pictures, {test}; {digits.image_size}, {digits.channels} channel(s)"
+            + (f"; {skipped} unreadable pictures left out" if skipped else ""))
+
+
+def data_record(digits: data.Images, continuing: bool, run_dir: Path) -> dict:
+    """data.json: what the run trains on. A resumed run of a folder of pictures must hold out the
+    very pictures it held out when it began: else it says so and stops, before it trains."""
+    record = {"source": digits.source, "image_size": digits.image_size, "channels": digits.channels,
+              "classes": digits.class_names, "train_images": digits.counts("train"),
+              "validation_images": digits.counts("test"), **digits.details}
+    saved = run_dir / "data.json"
+    if continuing and saved.is_file():
+        before = json.loads(saved.read_text()).get("validation_files")
+        if before is not None and before != record.get("validation_files"):
+            raise data.DataError(f"{digits.source}: the pictures changed since run {run_dir.name} began, so "
+                                 "its validation pictures would change too; resume it on the pictures it "
+                                 "began with, or start a new run")
+    return record
 
 
 @contextlib.contextmanager

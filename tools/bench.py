@@ -169,7 +169,7 @@ def _measure(variant: str, data_path: str, epochs: int, overrides: dict, started
     return result
 
 
-def _reference(digits: data.Digits, epochs: int, log_dir: str, clock) -> dict:
+def _reference(digits: data.Images, epochs: int, log_dir: str, clock) -> dict:
     """The original script's training, line for line, but for reading the data from disk."""
     import keras
 
@@ -192,7 +192,7 @@ def _reference(digits: data.Digits, epochs: int, log_dir: str, clock) -> dict:
             "test_loss": float(test_loss)}
 
 
-def _project(digits: data.Digits, settings: Config, clock) -> dict:
+def _project(digits: data.Images, settings: Config, clock) -> dict:
     import contextlib
 
     from app.train import train

@@ -21,7 +21,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     config.add_arguments(p, PROJECT_SETTINGS)
 
 
-def checked_inputs(args: argparse.Namespace) -> tuple[data.Digits, dict]:
+def checked_inputs(args: argparse.Namespace) -> tuple[data.Images, dict]:
     """The data and the project settings that `args` name; ConfigError, in one line, where they are bad."""
     if args.data is None:
         raise ConfigError(f"no data: install Debian's dataset-fashion-mnist ({FASHION_MNIST}; make bench and "

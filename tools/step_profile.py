@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def profile(digits: data.Digits, settings: Config) -> dict:
+def profile(digits: data.Images, settings: Config) -> dict:
     import keras
 
     from app.model import build_model
@@ -75,7 +75,7 @@ def profile(digits: data.Digits, settings: Config) -> dict:
     trace = max(run_dir.glob("**/plugins/profile/*/*.xplane.pb"), key=lambda p: p.stat().st_mtime)
     policy = keras.mixed_precision.global_policy()
 
-    model = build_model(len(digits.class_names))
+    model = build_model(digits.x_train.shape[1:], len(digits.class_names))
     flops = layer_flops(model)
     first = next(iter(flops))
     # Forward, weight gradient and input gradient cost the same; the first layer needs no input gradient.

@@ -21,7 +21,7 @@ cli.require_packages("python -m app.sweep")  # before the imports below, which n
 
 from app import runs  # noqa: E402
 from app.config import Config, ConfigError, add_arguments, flag_fields  # noqa: E402
-from app.data import DataError, load  # noqa: E402
+from app.data import DataError, load_for  # noqa: E402
 from app.scale import distribution  # noqa: E402
 from app.scale.hardware import count_gpus  # noqa: E402
 from app.sweep.leases import keep_one_gpu  # noqa: E402
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Config(**sweep.fixed).validate()
         distribution.check(base)
         check_same_space(sweep, base.log_dir)
-        digits = load(base.dataset, base.data) if base.data else None
+        digits = load_for(base) if base.data else None
         sweepers = _sweepers(os.environ.get("SWEEPERS", "1"))
         runs.check_writable(base.log_dir)  # the first thing written, once all else is known good
     except (SweepError, ConfigError, DataError) as e:

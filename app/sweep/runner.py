@@ -29,7 +29,12 @@ from app.train import Diverged, Interrupted, signals_raise_interrupted, train
 WAIT_SECONDS = 2  # how often a sweeper with nothing to do looks again (to take over an orphan)
 
 
-def run_sweep(sweep: Sweep, digits: data.Digits | None, threads: int | None = None) -> int:
+def run_sweep(sweep: Sweep, digits: data.Images | None, threads: int | None = None) -> int:
+    """Run trials until the study has enough; `digits`, loaded and checked already, serves every
+    trial, but for a folder of pictures: each trial loads its own (from the cache), since its seed,
+    size or channels may hold out or decode other pictures."""
+    if digits is not None and digits.details.get("kind") == "pictures":
+        digits = None
     if threads:  # before TensorFlow runs its first op, or it is too late to size its pools
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

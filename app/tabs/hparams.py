@@ -29,6 +29,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from app.config import Config
+from app.data import Images
 from app.tabs.events import RunStart, write_records
 
 # The tab's metric columns, in this order (validation accuracy is the sweeps' default objective):
@@ -44,21 +45,24 @@ METRICS = {
     "accuracy": ("train", "epoch_accuracy", "training accuracy"),
     "loss": ("train", "epoch_loss", "training loss"),
 }
-# Every hparam a run can have besides the settings: read from the model.
+# Every hparam a run can have besides the settings: read from the model, and from the data.
 MODEL_HPARAMS = ("precision", "optimizer", "dropout")
+DATA_HPARAMS = ("data", "classes", "train_images", "validation_images")
 STATUS = {"complete": api_pb2.STATUS_SUCCESS, "pruned": api_pb2.STATUS_SUCCESS,
           "failed": api_pb2.STATUS_FAILURE}
 
 
 class Hyperparameters(RunStart):
-    def __init__(self, writer, config: Config, run_dir: Path):
+    def __init__(self, writer, config: Config, digits: Images, run_dir: Path):
         super().__init__(writer)
-        self.config, self.run_dir = config, run_dir
+        self.config, self.digits, self.run_dir = config, digits, run_dir
 
     def write(self) -> None:
         model = self.model
         values = {**self.config.hparams(), "precision": model.dtype_policy.name,
-                  "optimizer": model.optimizer.name}
+                  "optimizer": model.optimizer.name, "data": self.digits.source,
+                  "classes": len(self.digits.class_names), "train_images": len(self.digits.y_train),
+                  "validation_images": len(self.digits.y_test)}
         for layer in model.layers:
             if isinstance(layer, keras.layers.Dropout):
                 values[layer.name] = layer.rate
@@ -73,7 +77,7 @@ def experiment():
     labels = [f.name for f in fields if f.metadata["hparam"] and not f.metadata["flag"]]
     hparam_infos = [api_pb2.HParamInfo(name=name, display_name=name.replace("_", " "),
                                        differs=name in searchable)
-                    for name in [*searchable, *labels, *MODEL_HPARAMS]]
+                    for name in [*searchable, *labels, *MODEL_HPARAMS, *DATA_HPARAMS]]
     metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(group=group, tag=tag), display_name=shown)
                     for group, tag, shown in METRICS.values()]
     # A fixed creation time (the default is now): the same columns are the same bytes, the same file.

@@ -1,7 +1,7 @@
 """Images tab: the validation confusion matrix and the most confident mistakes, every epoch.
 
 Drawn from the predictions that `Validation` already made, so they cost no extra pass; the
-pictures themselves are drawn by drawing.py.
+pictures themselves are drawn by drawing.py, in their colours and proportions, with the class names.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ MISTAKES_SHOWN = 24
 
 
 class ConfusionAndMistakes(keras.callbacks.Callback):
-    def __init__(self, writer, validation: Validation, x_val: np.ndarray, class_names: list[str]):
+    def __init__(self, writer, validation: Validation, x_val: np.ndarray, class_names: list[str],
+                 invert: bool):
         super().__init__()
         self.writer, self.validation = writer, validation
-        self.x_val, self.class_names = x_val, class_names
+        self.x_val, self.class_names, self.invert = x_val, class_names, invert
 
     def on_epoch_end(self, epoch, logs=None):
         probs, truth = self.validation.probabilities, self.validation.labels
@@ -44,9 +45,9 @@ class ConfusionAndMistakes(keras.callbacks.Callback):
                 "Validation set: true class (rows) against predicted class (columns).")
             write_png(
                 "misclassified",
-                drawing.digit_grid(self.x_val[wrong], captions,
-                                   f"epoch {epoch + 1} · {int((predicted != truth).sum())} mistakes, "
-                                   "the most confident first"),
+                drawing.picture_grid(np.asarray(self.x_val[wrong]), captions,
+                                     f"epoch {epoch + 1} · {int((predicted != truth).sum())} mistakes, "
+                                     "the most confident first", invert=self.invert),
                 "Validation images the model got wrong, most confident mistakes first.")
         self.writer.flush()
 

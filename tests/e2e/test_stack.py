@@ -235,8 +235,9 @@ def test_gpu_check_says_what_tensorflow_sees(made_up, stack):
         assert any(line.startswith("no GPU visible: training on CPU") for line in lines), result.stdout
 
 
-def test_make_train_where_the_image_is_missing_builds_it_before_the_gpu_probe(live, stack):
-    """As on a fresh host: without the image, the probe would find nothing and quietly pick the CPU."""
+def test_make_train_where_the_image_is_missing_probes_in_the_base_image_then_builds(live, stack):
+    """As on a fresh host: the probe cannot run in an image not built yet (it would find nothing and
+    quietly pick the CPU), so it runs in the base image, and its answer decides the CUDA wheels."""
     sh("docker", "image", "rm", "--force", IMAGE)  # untagged; the running TensorBoard keeps its copy
     before = {p.name for p in stack.runs()}
     result = stack.run("make", "train", "TRAIN_ARGS=--epochs 1")
@@ -246,6 +247,8 @@ def test_make_train_where_the_image_is_missing_builds_it_before_the_gpu_probe(li
     probed = [line for line in lines if line.startswith("GPU: ")]
     assert len(probed) == 1, result.stdout  # one probe per make run
     assert probed[0].startswith("GPU: Docker can use" if gpu_usable() else "GPU: none usable by Docker")
+    built = next(i for i, line in enumerate(lines) if " build trainer" in line)
+    assert lines.index(probed[0]) < built, result.stdout
     assert len(new_runs(stack, before)) == 1
 
 

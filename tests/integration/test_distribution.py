@@ -47,10 +47,10 @@ def tf_configs(layout: str) -> list[dict]:
     return [{"cluster": cluster, "task": {"type": t, "index": i}} for t, i in tasks]
 
 
-def start_job(layout: str, args: list[str], cwd) -> list[subprocess.Popen]:
+def start_job(layout: str, args: list[str], cwd, env: dict | None = None) -> list[subprocess.Popen]:
     return [subprocess.Popen(with_fault("", *args), cwd=cwd, text=True, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**cli_env(), "TF_CONFIG": json.dumps(config)})
+                             env={**cli_env(), **(env or {}), "TF_CONFIG": json.dumps(config)})
             for config in tf_configs(layout)]
 
 

@@ -65,7 +65,7 @@ def test_fuzzed_files_load_correctly_or_are_refused_with_a_data_error(tmp_path):
         except DataError:
             outcomes["refused"] += 1
             continue
-        assert digits.x_train.shape[1:] == (28, 28) and digits.x_train.dtype == np.uint8
+        assert digits.x_train.shape[1:] == (28, 28, 1) and digits.x_train.dtype == np.uint8
         assert len(digits.x_train) == len(digits.y_train) and digits.y_train.max() <= 9
         outcomes["loaded"] += 1
     assert outcomes["refused"] > 150 and outcomes["loaded"] > 10, outcomes  # both paths were exercised
