@@ -21,10 +21,12 @@ SHELL := /bin/bash
 #   SWEEPERS          make sweep: sweeper containers sharing the sweep (default 2)
 #   NOTEBOOK_PORT     make notebook: JupyterLab's port on 127.0.0.1 (default 8888)
 #   JUPYTER_TOKEN     make notebook: its token (default: a random one, written into .env once)
+#   SERVING_PORT      make serve: TensorFlow Serving's REST port on 127.0.0.1 (default 8501)
+#   SERVING_IMAGE     make serve: the TensorFlow Serving image (default tensorflow/serving:2.20.0)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
-	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN
+	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN SERVING_PORT SERVING_IMAGE
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
@@ -33,6 +35,7 @@ SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--ep
 BENCH_ARGS ?= --repeat 3# flags for python -m tools.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 BENCH_SWEEP_ARGS ?=# flags for python -m tools.sweep_bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
 BENCH_TB_ARGS ?=# flags for python -m tools.tensorboard_bench, e.g. BENCH_TB_ARGS='--variant before'
+PREDICT_ARGS ?=# more flags for make predict, e.g. PREDICT_ARGS='--top 3 --json'
 PROFILE_ARGS ?=# flags for python -m tools.step_profile, e.g. PROFILE_ARGS='--precision float32'
 PYTHON ?= python3
 
@@ -64,19 +67,19 @@ unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 
-.PHONY: help setup up down train multiworker sweep notebook tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
 	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS NOTEBOOK_PORT JUPYTER_TOKEN"
-	@echo "          (also in .env), TRAIN_ARGS"
+	@echo "          SERVING_PORT SERVING_IMAGE (also in .env), TRAIN_ARGS, RUN PICTURES MODEL PREDICT_ARGS"
 
 # One GPU probe per make run, in this one recipe, before the build: docker/write-env writes .env
 # (COMPOSE_FILE names the GPU file only where Docker can really give a container a GPU) and keeps
 # the user's own lines; the build then takes the CUDA wheels only where there is a GPU to use.
 setup: ## write .env (your user id; whether Docker can give the trainer a GPU), then build if needed
-	@mkdir -p logs/fit
+	@mkdir -p logs/fit models
 	@docker/write-env $(IMAGE) $(BASE)
 	@$(MAKE) --no-print-directory build
 
@@ -109,6 +112,21 @@ sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWE
 # make setup keeps).
 notebook: setup ## start JupyterLab in a container (the same ./logs) and print its address with the token
 	@CUDA_WHEELS=$(WHEELS) docker/notebook
+
+# The exported model at work (docs/serving.md): its answers for pictures, published as the next version
+# of a served model in ./models, and served by TensorFlow Serving. RUN names a run in ./logs/fit.
+predict: setup ## the exported model's answers: RUN=<run> PICTURES=<path in the container> (default /data)
+	@test -n "$(RUN)" || { echo "error: give RUN=<a run's name in logs/fit>" >&2; exit 2; }
+	docker compose run --rm --entrypoint python3 trainer -m app.predict $(RUN) $(or $(PICTURES),/data) $(PREDICT_ARGS)
+
+publish: setup ## publish run RUN as the next version of model MODEL (default: model) in ./models
+	@test -n "$(RUN)" || { echo "error: give RUN=<a run's name in logs/fit>" >&2; exit 2; }
+	docker compose run --rm -v ./models:/app/models --entrypoint python3 trainer -m app.publish $(RUN) \
+	  --models /app/models --name $(or $(MODEL),model)
+
+serve: setup ## serve the newest published version of model MODEL with TensorFlow Serving on 127.0.0.1:8501
+	$(if $(MODEL),SERVING_MODEL=$(MODEL)) docker compose --profile serve up -d serving
+	@echo "TensorFlow Serving: http://127.0.0.1:$${SERVING_PORT:-8501}/v1/models/$(or $(MODEL),model) (docs/serving.md)"
 
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard

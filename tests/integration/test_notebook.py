@@ -109,7 +109,7 @@ def test_the_magic_draws_the_frame_and_its_tensorboard_lists_the_run_with_every_
 
 def test_the_last_cell_shows_the_exported_models_predictions(run):
     notebook, _ = run
-    cell = cell_with(notebook, "load_model")
+    cell = cell_with(notebook, "signatures[\"serving_default\"]")
     shown = [o for o in cell.outputs if o.output_type == "display_data"]
     assert any("image/png" in o["data"] for o in shown), "no picture of the digits"
     shown_text = re.search(r"^predicted: ([0-9 ]+)\ntrue: +([0-9 ]+)$", text_of(cell), re.MULTILINE)

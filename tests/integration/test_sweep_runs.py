@@ -164,8 +164,8 @@ def test_the_hparams_tab_shows_each_trial_with_how_it_ended(shared):
     tmp_path, _, groups, experiment = shared
     # The settings a sweep can search first, then the objective, validation loss, test accuracy.
     hparam_names = [h["name"] for h in experiment["hparamInfos"]]
-    assert hparam_names[:6] == sorted(["batch_size", "dataset", "epochs", "learning_rate", "lr_schedule",
-                                       "seed"]) == sorted(spec.sweepable())
+    assert hparam_names[:8] == ["batch_size", "channels", "dataset", "epochs", "image_size", "learning_rate",
+                                "lr_schedule", "seed"] == sorted(spec.sweepable())
     assert [m["displayName"] for m in experiment["metricInfos"]][:3] == [
         "validation accuracy", "validation loss", "test accuracy"]
     hparams = groups["s-trial-001"]["hparams"]

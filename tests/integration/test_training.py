@@ -51,9 +51,12 @@ def test_saved_models_predict_like_the_trained_one(trained):
     accuracy = metrics(run_dir)["test_accuracy"]
     model = keras.models.load_model(run_dir / "model.keras")
     assert np.mean(model.predict(x, verbose=0).argmax(1) == y) == pytest.approx(accuracy, abs=1e-6)
-    exported = tf.saved_model.load(str(run_dir / "saved_model"))  # keep it: serve() needs its variables
-    served = exported.serve(tf.constant(x))
-    assert np.mean(np.asarray(served).argmax(1) == y) == pytest.approx(accuracy, abs=1e-6)
+    exported = tf.saved_model.load(str(run_dir / "saved_model"))  # keep it: its signatures need its variables
+    # The pixels as the data holds them (uint8 0-255): the scaling is inside the export.
+    served = exported.signatures["serving_default"](pixels=tf.constant(digits["x_test"][..., None]))
+    assert np.mean(served["class_index"].numpy() == y) == pytest.approx(accuracy, abs=1e-6)
+    assert [c.decode() for c in served["class"].numpy()] == [str(i) for i in served["class_index"].numpy()]
+    assert exported.class_names.numpy().tolist() == [str(d).encode() for d in range(10)]
 
 
 def test_scalars_for_train_and_validation_every_epoch(trained):
@@ -124,8 +127,10 @@ def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_r
         "pruned (1: stopped early)", "test loss", "training accuracy", "training loss"]
     # The settings a sweep can search first (TensorBoard sorts those by name), then the rest.
     names = [h["name"] for h in experiment["hparamInfos"]]
-    assert names[:6] == ["batch_size", "dataset", "epochs", "learning_rate", "lr_schedule", "seed"]
-    assert set(names[6:]) == {"sweep", "trial", "precision", "optimizer", "dropout"}
+    assert names[:8] == ["batch_size", "channels", "dataset", "epochs", "image_size", "learning_rate",
+                         "lr_schedule", "seed"]
+    assert set(names[8:]) == {"sweep", "trial", "precision", "optimizer", "dropout", "data", "classes",
+                              "train_images", "validation_images"}
 
 
 def test_tensorboard_serves_every_tab(tensorboard):
