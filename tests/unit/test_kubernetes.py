@@ -337,8 +337,9 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 # The files
 
 
-# The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/unit/test_katib.py).
-ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep")
+# The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/unit/test_katib.py;
+# serving and its publish Job: tests/unit/test_kserve.py).
+ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "serving", DEPLOY / "serving" / "publish")
 
 
 def files_used_by(folder: Path) -> set[Path]:

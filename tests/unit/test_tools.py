@@ -19,3 +19,50 @@ def test_the_profile_refuses_bad_settings_in_one_line(tmp_path):
 
     result = run_main(step_profile.main, "--data", str(SLICE), "--batch-size", "0", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: --batch-size"), result.stderr
+
+
+def test_the_kserve_schema_vendoring_refuses_a_folder_that_is_no_mirror_in_one_line(tmp_path):
+    from tools import vendor_kserve_schema
+
+    out = tmp_path / "out.json"
+    result = run_main(vendor_kserve_schema.main, str(tmp_path), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+CRD = """\
+spec:
+  versions:
+    - name: v1beta1
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                a: &shared
+                  type: object
+                  description: dropped
+                  properties:
+                    description: {type: string, description: a field of that name stays}
+                    command: {type: array, items: {type: string}}
+                    port: {type: integer, format: int32, description: dropped too}
+                    image: {type: string, description: a long enough schema to be worth sharing}
+                    imagePullPolicy: {type: string, enum: [Always, IfNotPresent, Never]}
+                b: *shared
+            status: {type: object}
+"""
+
+
+def test_the_kserve_schema_vendoring_keeps_the_schema_and_shares_repeats():
+    from tools import vendor_kserve_schema
+
+    out = vendor_kserve_schema.vendored(CRD, {"tag": "test"})
+    spec = out["properties"]["spec"]["properties"]
+    assert spec["a"] == spec["b"] and set(spec["a"]) == {"$ref"}
+    [shared] = out["$defs"].values()
+    assert "description" not in shared
+    assert set(shared["properties"]) == {"description", "command", "port", "image", "imagePullPolicy"}
+    assert shared["properties"]["port"] == {"type": "integer", "format": "int32"}
+    assert "status" not in out["properties"] and out["x-kserve-source"] == {"tag": "test"}
