@@ -21,6 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     KERAS_HOME=/cache/keras \
+    XDG_CACHE_HOME=/cache \
     TF_CPP_MIN_LOG_LEVEL=1
 
 COPY docker/image/pip-install /usr/local/bin/pip-install
@@ -40,7 +41,8 @@ RUN --mount=type=secret,id=ca,required=false \
     pip-install -r /tmp/requirements.txt \
     && python3 -c "import tensorflow as tf, tensorboard; assert tf.__version__ == '${TF_VERSION}', tf.__version__"
 
-# A home for the keras.datasets cache that any UID can write: a fresh named volume copies it.
+# A home for the keras.datasets cache and the picture cache (app/picture_cache.py) that any UID can
+# write: a fresh named volume copies it.
 RUN groupadd --gid "${GID}" trainer \
     && useradd --uid "${UID}" --gid "${GID}" --no-create-home --shell /usr/sbin/nologin trainer \
     && mkdir -p /cache/keras /app/logs \

@@ -225,30 +225,3 @@ def with_fault(fault: str, *args: str) -> list[str]:
 def run_command(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env={**cli_env(), **(env or {})}, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
-
-
-def write_pictures(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int = 12,
-                   sizes: tuple[tuple[int, int], ...] = ((24, 32), (24, 32), (36, 20)), grey: bool = False,
-                   formats: tuple[str, ...] = ("png", "jpg"), seed: int = 0) -> Path:
-    """A folder of generated pictures, one subfolder per class (name: its colour), each class a
-    colour with noise, so that a CNN tells them apart within an epoch or two; mixed sizes and
-    formats, and the litter real folders hold (a README, .DS_Store, .ipynb_checkpoints)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name, rgb in classes.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            height, width = sizes[i % len(sizes)]
-            shade = np.asarray(rgb) * (0.55 + 0.45 * rng.random((height, width, 1)))
-            pixels = np.clip(shade + rng.normal(0, 18, (height, width, 3)), 0, 255).astype(np.uint8)
-            picture = Image.fromarray(pixels).convert("L" if grey else "RGB")
-            picture.save(folder / f"{name[:3]}-{i:03d}.{formats[i % len(formats)]}")
-        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    (root / "README.md").write_text("my pictures\n")
-    (root / ".ipynb_checkpoints").mkdir(exist_ok=True)
-    return root
-
-
-COLOURS = {"Red apple": (210, 40, 30), "green leaf": (40, 170, 50), "sky blue": (50, 90, 220)}

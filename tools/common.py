@@ -1,10 +1,13 @@
-"""What the benchmarks share: their default data, the project settings they take, a free port."""
+"""What the benchmarks (and the tests) share: their default data, the project settings they take, a
+free port, a folder of generated pictures."""
 
 from __future__ import annotations
 
 import argparse
 import socket
 from pathlib import Path
+
+import numpy as np
 
 from app import config, data
 from app.config import Config, ConfigError
@@ -44,3 +47,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_pictures(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int = 12,
+                   sizes: tuple[tuple[int, int], ...] = ((24, 32), (24, 32), (36, 20)), grey: bool = False,
+                   formats: tuple[str, ...] = ("png", "jpg"), seed: int = 0) -> Path:
+    """A folder of generated pictures, one subfolder per class (name: its colour), each class a
+    colour with noise, so that a CNN tells them apart within an epoch or two; mixed sizes and
+    formats, and the litter real folders hold (a README, .DS_Store, .ipynb_checkpoints)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, rgb in classes.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            height, width = sizes[i % len(sizes)]
+            shade = np.asarray(rgb) * (0.55 + 0.45 * rng.random((height, width, 1)))
+            pixels = np.clip(shade + rng.normal(0, 18, (height, width, 3)), 0, 255).astype(np.uint8)
+            picture = Image.fromarray(pixels).convert("L" if grey else "RGB")
+            picture.save(folder / f"{name[:3]}-{i:03d}.{formats[i % len(formats)]}")
+        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "README.md").write_text("my pictures\n")
+    (root / ".ipynb_checkpoints").mkdir(exist_ok=True)
+    return root
+
+
+COLOURS = {"Red apple": (210, 40, 30), "green leaf": (40, 170, 50), "sky blue": (50, 90, 220)}

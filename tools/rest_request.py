@@ -85,11 +85,15 @@ def _json(name: str, value: np.ndarray):
         if name.endswith("_bytes"):
             return _map(value, lambda b: {"b64": base64.b64encode(b).decode()})
         return _map(value, lambda b: b.decode())
+    if value.dtype.kind == "f":  # as short as the float32 value allows, as TensorFlow Serving writes it
+        return _map(value, lambda v: float(str(np.float32(v))))
     return value.tolist()
 
 
-def _map(value: np.ndarray, fn):
-    return [_map(v, fn) for v in value] if value.ndim else fn(value.item())
+def _map(value, fn):
+    if isinstance(value, np.ndarray):
+        return [_map(v, fn) for v in value] if value.ndim else fn(value.item())
+    return fn(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 from helpers import (
-    COLOURS,
     TensorBoard,
     cli_env,
     metrics,
@@ -21,9 +20,10 @@ from helpers import (
     run_folders,
     wait_for,
     with_fault,
-    write_pictures,
 )
 from PIL import Image
+
+from tools.common import COLOURS, write_pictures
 
 ARGS = ["--epochs", "2", "--batch-size", "8"]
 

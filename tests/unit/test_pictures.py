@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import COLOURS, ROOT, SLICE, cli_env, run_main, write_pictures
+from helpers import ROOT, SLICE, cli_env, run_main
 from PIL import Image
 
 from app import data, picture_cache, pictures
 from app.__main__ import main
+from tools.common import COLOURS, write_pictures
 
 
 @pytest.fixture(autouse=True)
