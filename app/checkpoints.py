@@ -35,6 +35,10 @@ class RunState:
     # The Keras dtype policy the run trains in (what --precision resolved to when it started):
     # the optimizer state only loads into the same one. None in checkpoints from before it was kept.
     policy: str | None = None
+    # The best epoch by --monitor so far (best_epoch.py; 0: none yet), its value, and the epochs since.
+    best_epoch: int = 0
+    best_value: float | None = None
+    since_best: int = 0
 
     @classmethod
     def from_json(cls, text: str) -> RunState:
@@ -89,7 +93,8 @@ def tidy(run_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState) -> None:
+def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState, also=None) -> None:
+    """Checkpoint `epochs_done`; `also(folder)` writes more into it before it is complete."""
     folder = run_dir / FOLDER
     folder.mkdir(exist_ok=True)
     final, tmp = folder / f"epoch-{epochs_done:04d}", folder / f".tmp-epoch-{epochs_done:04d}"
@@ -98,6 +103,8 @@ def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState) -
         tmp.mkdir()
         model.save(tmp / "model.keras")
         (tmp / "state.json").write_text(state.to_json())
+        if also is not None:
+            also(tmp)
         _sync(tmp)
         os.replace(tmp, final)
     except BaseException:
@@ -124,9 +131,9 @@ class EveryEpoch(keras.callbacks.Callback):
     """Time each epoch and checkpoint at its end, with `state` brought up to date (train.py says
     where it runs among the callbacks, and why)."""
 
-    def __init__(self, run_dir: Path, state: RunState):
+    def __init__(self, run_dir: Path, state: RunState, also=None):
         super().__init__()
-        self.run_dir, self.state = run_dir, state
+        self.run_dir, self.state, self.also = run_dir, state, also
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -137,7 +144,7 @@ class EveryEpoch(keras.callbacks.Callback):
         self.state.epoch_seconds.append(time.perf_counter() - self._started)
         self.state.steps = int(self.model.optimizer.iterations.numpy())
         self.state.seed_states = {v.path: v.numpy().tolist() for v in _seed_states(self.model)}
-        save(self.run_dir, self.model, epoch + 1, self.state)
+        save(self.run_dir, self.model, epoch + 1, self.state, self.also)
 
 
 # How Keras names a seed generator's state variable. BORROWED: app/borrowed.py checks it.

@@ -23,6 +23,7 @@ SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 RESUMES = ("no", "yes", "auto")
+MONITORS = ("val_loss", "val_accuracy")
 CHANNELS = ("auto", "1", "3")
 IMAGE_SIZE = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})")
 # A run name becomes one folder under <log-dir>/fit: no separators, no "..", nothing hidden.
@@ -104,6 +105,12 @@ class Config:
                             "--batch-size stays the global batch, so scale it (and --learning-rate with "
                             "it) by the number of replicas to keep each replica's batch",
                             group="training", choices=STRATEGIES)
+    early_stopping: int = setting(0, "stop the run once --monitor has not improved for PATIENCE epochs; 0 "
+                                  "trains all --epochs. Either way the model tested and exported is the "
+                                  "best epoch's", group="training", metavar="PATIENCE", minimum=0)
+    monitor: str = setting("val_loss", "the metric that picks the best epoch (the one exported) and that "
+                           "--early-stopping watches", group="training", choices=MONITORS,
+                           kept_on_resume=True)
     seed: int = setting(42, "seed for weights, shuffling and dropout; the same seed gives the same "
                         "result on the same machine (on a GPU, with --deterministic)", group="training",
                         metavar="N", check=_seed_problem, kept_on_resume=True, hparam=True)

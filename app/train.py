@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app import checkpoints, data, export, metric_lines, pipeline, runs, tabs
+from app import best_epoch, checkpoints, data, export, metric_lines, pipeline, runs, tabs
 from app.config import Config
 from app.model import build_model
 from app.scale import devices, distribution
@@ -110,7 +110,8 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
     # --- callbacks, in the order Keras runs them at each epoch's end ------------------------------
     # 1. the epoch's shuffle (at its start) and validation, which adds val_* to the logs all others read;
     # 2. the TensorBoard tabs, and TerminateOnNaN, which stops a NaN loss before a checkpoint keeps it;
-    # 3. the checkpoint, with the complete logs; it times the epoch, the tabs' writing included;
+    # 3. the best epoch (on every worker: each restores it at the end), then the checkpoint, which
+    #    saves it with the complete logs; the checkpoint times the epoch, the tabs' writing included;
     # 4. what reads a saved epoch: the metric line (Katib may stop the run once it reads it) and
     #    `extra_callbacks` (a sweep's pruning report, which a takeover must find saved).
     validation = Validation(digits.x_test, digits.y_test)
@@ -122,8 +123,11 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
                                     first_session=epochs_done == 0,
                                     steps_per_execution=plan.steps_per_execution)
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
+    best = best_epoch.BestEpoch(state, config.monitor, config.early_stopping,
+                                best_epoch.saved_weights(checkpoint.path) if checkpoint else None)
+    callbacks.append(best)
     if scale.writes:
-        callbacks.append(checkpoints.EveryEpoch(run_dir, state))
+        callbacks.append(checkpoints.EveryEpoch(run_dir, state, also=best.write))
     if not sys.stdout.isatty():
         # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py). On a
         # terminal the progress bar shows the same numbers.
@@ -148,6 +152,11 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
             if writer is not None:
                 writer.flush()
         fit_seconds = time.perf_counter() - fit_started
+        ended = best.last or epochs_done
+        exported = best.restore(model, ended)  # the best epoch's weights, tested and exported
+        if exported != ended:
+            print(f"{run_name}: testing and exporting epoch {exported}, the best by {config.monitor} "
+                  f"({state.best_value:.4f}), not the last ({ended})", flush=True)
 
         test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test),
                                                   verbose=0)
@@ -156,6 +165,8 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
             "test_loss": float(test_loss),
             "test_accuracy": float(test_accuracy),
             "epochs_completed": len(seconds),
+            "exported_epoch": exported,  # the best by --monitor, whose model is tested and exported
+            "best": {"epoch": state.best_epoch, config.monitor: state.best_value},
             "epoch_seconds": [round(s, 3) for s in seconds],
             "train_images_per_second": round(len(digits.x_train) * len(seconds) / max(sum(seconds), 1e-9), 1),
             "fit_seconds": round(fit_seconds, 2),  # this session only, when resumed

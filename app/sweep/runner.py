@@ -100,7 +100,10 @@ def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digit
     # The tab first: a sweeper killed in between leaves the trial running, and its successor
     # evaluates the run again and tells the study.
     hparams.end_session(run_dir, outcome, metrics["epochs_completed"])
-    value, epochs = metrics["history"][sweep.metric][-1], metrics["epochs_completed"]
+    # The objective as the exported model has it: the best epoch's, by --monitor.
+    exported, epochs = metrics["exported_epoch"], metrics["epochs_completed"]
+    value = metrics["history"][sweep.metric][exported - 1]
+    trial.set_user_attr(study.EXPORTED, exported)
     if reporter.pruned:
         the_study.tell(trial, state=TrialState.PRUNED)
     else:

@@ -22,6 +22,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
                TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 OWNER = "sweeper"  # the user attr naming the sweeper that runs a trial
+EXPORTED = "exported_epoch"  # the user attr: the trial's epoch whose model its run exported (the best)
 
 
 def open_study(sweep: Sweep, log_dir: str) -> optuna.Study:
@@ -115,6 +116,7 @@ def summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, log_dir:
             state = "interrupted"  # its sweeper died; the next sweeper to start continues it
         trials.append({"number": t.number, "state": state, "params": t.params, "value": t.value,
                        "epochs_reported": len(t.intermediate_values),
+                       "exported_epoch": t.user_attrs.get(EXPORTED),
                        "run": str(runs.fit_dir(log_dir) / sweep.run_name(t.number))})
     counts = {s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "failed")}
     return {"sweep": sweep.name, "objective": {"metric": sweep.metric, "direction": sweep.direction},

@@ -48,6 +48,7 @@ def write_test_metrics(writer, metrics: dict, epoch: int) -> None:
         tf.summary.scalar("test_accuracy", metrics["test_accuracy"])
         tf.summary.scalar("test_loss", metrics["test_loss"])
         tf.summary.scalar("epochs_trained", epoch)  # fewer than --epochs when a sweep pruned it
+        tf.summary.scalar("exported_epoch", metrics["exported_epoch"])  # the best by --monitor
     writer.flush()
 
 

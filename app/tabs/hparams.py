@@ -41,6 +41,7 @@ METRICS = {
     # Within the first five, which the tab shows without a click: how a trial ended.
     "epochs_trained": ("", "epochs_trained", "epochs trained"),
     "trial_pruned": ("", "trial_pruned", "pruned (1: stopped early)"),
+    "exported_epoch": ("", "exported_epoch", "exported epoch (the best)"),
     "test_loss": ("", "test_loss", "test loss"),
     "accuracy": ("train", "epoch_accuracy", "training accuracy"),
     "loss": ("train", "epoch_loss", "training loss"),

@@ -146,6 +146,10 @@ def test_pruning_stops_a_bad_trial_early(shared):
                                                                       (2, "failed")]
     good, pruned = (tmp_path / "logs" / "fit" / f"s-trial-00{i}" for i in (0, 1))
     assert metrics(good)["epochs_completed"] == 3 and metrics(pruned)["epochs_completed"] == 1
+    # Which epoch's model each trial's run exported (the best by validation loss), and its value then.
+    assert report["trials"][0]["exported_epoch"] == metrics(good)["exported_epoch"]
+    assert report["trials"][0]["value"] == metrics(good)["history"]["val_accuracy"][
+        metrics(good)["exported_epoch"] - 1]
     assert (pruned / "model.keras").is_file()  # a pruned trial is still a whole run
     trial_0, trial_1, _ = study_trials(tmp_path)
     assert trial_1.state == optuna.trial.TrialState.PRUNED and list(trial_1.intermediate_values) == [0]
@@ -208,7 +212,7 @@ def test_kill_9_of_a_sweeper_mid_trial_then_the_same_command_continues_that_tria
     # The same trial went on (no third trial), every epoch reported once, the last is its value.
     trials = study_trials(tmp_path)
     assert len(trials) == 2 and list(trials[0].intermediate_values) == [0, 1, 2, 3, 4, 5]
-    assert trials[0].value == result["history"]["val_accuracy"][-1]
+    assert trials[0].value == result["history"]["val_accuracy"][result["exported_epoch"] - 1]
 
 
 def test_a_live_sweeper_takes_over_the_trial_of_one_that_died_but_not_a_live_ones(tmp_path):

@@ -124,7 +124,8 @@ def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_r
     # The metrics in the order users read them, with readable names, not guessed from the tags.
     assert [m["displayName"] for m in experiment["metricInfos"]] == [
         "validation accuracy", "validation loss", "test accuracy", "epochs trained",
-        "pruned (1: stopped early)", "test loss", "training accuracy", "training loss"]
+        "pruned (1: stopped early)", "exported epoch (the best)", "test loss", "training accuracy",
+        "training loss"]
     # The settings a sweep can search first (TensorBoard sorts those by name), then the rest.
     names = [h["name"] for h in experiment["hparamInfos"]]
     assert names[:8] == ["batch_size", "channels", "dataset", "epochs", "image_size", "learning_rate",
