@@ -50,8 +50,8 @@ batch_scalars.BatchScalars.on_train_batch_end = _log_and_die
 POISON_AFTER_FIRST_CHECKPOINT = """
 from app import checkpoints
 _save = checkpoints.save
-def _save_then_poison(run_dir, model, epochs_done, state):
-    _save(run_dir, model, epochs_done, state)
+def _save_then_poison(run_dir, model, epochs_done, state, also=None):
+    _save(run_dir, model, epochs_done, state, also)
     if epochs_done == 1:  # a real NaN in the real weights, as a diverging run would have
         for variable in model.trainable_variables:
             variable.assign(variable * float("nan"))

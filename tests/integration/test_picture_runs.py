@@ -112,8 +112,8 @@ KILL_AFTER_FIRST_EPOCH = """
 import os, signal
 from app import checkpoints
 _save = checkpoints.save
-def _save_and_die(run_dir, model, epochs_done, state):
-    _save(run_dir, model, epochs_done, state)
+def _save_and_die(run_dir, model, epochs_done, state, also=None):
+    _save(run_dir, model, epochs_done, state, also)
     os.kill(os.getpid(), signal.SIGKILL)
 checkpoints.save = _save_and_die
 """
