@@ -34,6 +34,7 @@ MULTIWORKER_ARGS ?=# more flags for every member of make multiworker, e.g. MULTI
 SWEEP_ARGS ?=# more flags for every sweeper of make sweep, e.g. SWEEP_ARGS='--epochs 2 --trials 4'
 BENCH_ARGS ?= --repeat 3# flags for python -m tools.bench, e.g. BENCH_ARGS='--epochs 2 --repeat 1'
 BENCH_SWEEP_ARGS ?=# flags for python -m tools.sweep_bench, e.g. BENCH_SWEEP_ARGS='--precision float32'
+BENCH_PICTURES_ARGS ?=# flags for python -m tools.pictures_bench, e.g. BENCH_PICTURES_ARGS='--repeat 1'
 BENCH_TB_ARGS ?=# flags for python -m tools.tensorboard_bench, e.g. BENCH_TB_ARGS='--variant before'
 PREDICT_ARGS ?=# more flags for make predict, e.g. PREDICT_ARGS='--top 3 --json'
 PROFILE_ARGS ?=# flags for python -m tools.step_profile, e.g. PROFILE_ARGS='--precision float32'
@@ -67,7 +68,7 @@ unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 
-.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-tensorboard profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -178,6 +179,9 @@ bench: $(VENV)/.installed fashion-mnist ## the original configuration against th
 
 bench-sweep: $(VENV)/.installed fashion-mnist ## the same sweep trials with and without pruning, on one sweeper and two
 	$(VENV)/bin/python -m tools.sweep_bench $(BENCH_SWEEP_ARGS)
+
+bench-pictures: $(VENV)/.installed fashion-mnist ## a folder of 70,000 PNG files against the same images as IDX files
+	$(VENV)/bin/python -m tools.pictures_bench $(BENCH_PICTURES_ARGS)
 
 bench-tensorboard: $(VENV)/.installed ## TensorBoard's Scalars and HParams requests with 500 trials, for 1, 10 and 50 users
 	$(VENV)/bin/python -m tools.tensorboard_bench $(BENCH_TB_ARGS)

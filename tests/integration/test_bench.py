@@ -65,3 +65,22 @@ def test_bench_sweep_in_miniature_runs_the_same_trials_in_every_variant(tmp_path
     assert one["best_params"] in drawn and two["best_params"] in drawn
     for variant in ("one sweeper", "two sweepers, pruning, a core share each"):
         assert f"| {variant} |" in result.stdout
+
+
+def test_bench_pictures_in_miniature_compares_a_picture_folder_with_the_same_images_as_arrays(tmp_path):
+    out = tmp_path / "bench-pictures.json"
+    work = str(tmp_path / "work")
+    command = [sys.executable, "-m", "tools.pictures_bench", "--data", str(SLICE), "--epochs", "1",
+               "--repeat", "1", "--colour-pictures", "100", "--work", work, "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["cpu"].startswith(this_cpu()[0]) and report["cpu"] in result.stdout
+    assert report["pictures"] == 1500 and report["decode_seconds"] > 0
+    runs = report["runs"]
+    assert [len(runs[name]) for name in ("pictures, first run", "pictures, later run", "IDX")] == [1, 1, 1]
+    assert runs["pictures, first run"][0]["decode_seconds"] is not None
+    assert runs["pictures, later run"][0]["decode_seconds"] is None  # the cache, not decoded again
+    assert all(0.1 < r[0]["test_accuracy"] <= 1 and r[0]["peak_rss_mb"] > 100 for r in runs.values())
+    assert report["profile_64x64"]["train_images"] == 80  # 100 pictures, a fifth held out
+    assert "later run / IDX run: " in result.stdout
