@@ -118,7 +118,7 @@ notebook: setup ## start JupyterLab in a container (the same ./logs) and print i
 # of a served model in ./models, and served by TensorFlow Serving. RUN names a run in ./logs/fit.
 predict: setup ## the exported model's answers: RUN=<run> PICTURES=<path in the container> (default /data)
 	@test -n "$(RUN)" || { echo "error: give RUN=<a run's name in logs/fit>" >&2; exit 2; }
-	docker compose run --rm --entrypoint python3 trainer -m app.predict $(RUN) $(or $(PICTURES),/data) $(PREDICT_ARGS)
+	docker compose run --rm --entrypoint python3 trainer -m app.predict $(RUN) "$(or $(PICTURES),/data)" $(PREDICT_ARGS)
 
 publish: setup ## publish run RUN as the next version of model MODEL (default: model) in ./models
 	@test -n "$(RUN)" || { echo "error: give RUN=<a run's name in logs/fit>" >&2; exit 2; }

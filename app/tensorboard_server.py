@@ -8,8 +8,9 @@ plugins, flags and data server), with two changes to its web server, both measur
   that share one core's worth of interpreter; with 500 trials one such request takes a third of a
   second, and ten users at once queue behind each other. Here a data request that was answered in
   the last --reload_interval seconds gets that answer (TensorBoard rereads the logs only that often
-  anyway), an older one gets it too while one thread computes the new one, and identical requests
-  arriving together are computed once. So what a user sees is at most about two reload intervals old.
+  anyway), one answered up to STALE_FOR intervals ago gets it too while one thread computes the new
+  one, an older one waits for the new one, and identical requests arriving together are computed
+  once. So what a user sees is at most STALE_FOR reload intervals old.
 - Small answers are not held back: Nagle's algorithm is off on its connections, which otherwise
   delays an answer written in two parts by 40 ms, the client's delayed acknowledgement.
 """
@@ -32,6 +33,7 @@ SHARED = ("/data/runs", "/data/environment", "/data/plugins_listing", "/data/plu
 # What is remembered: answers up to this many bytes in all, the least recently asked for going first.
 BUDGET = 256 << 20
 LARGEST = 16 << 20  # a bigger answer is not kept
+STALE_FOR = 4  # a stale answer is served, while the next is computed, up to this many --reload_interval
 
 
 class _Answer:
@@ -92,17 +94,21 @@ class SharedAnswers:
         with slot.done:
             while True:
                 answer = slot.answer
-                if answer and self.clock() - answer.at < self.seconds:
+                age = self.clock() - answer.at if answer else None
+                if answer and age < self.seconds:
                     return answer
+                # A stale answer serves only while it is recent: an old one (nobody asked for a
+                # while) would show what was long ago, so that request waits for a new one.
+                recent = answer if answer and age < STALE_FOR * self.seconds else None
                 if not slot.computing:
                     slot.computing = True
                     break
-                if answer:  # stale, and its successor on the way: the stale one now
-                    return answer
-                slot.done.wait()  # the first answer is being computed: wait for it
-        if answer:  # stale: this request gets it at once, a thread computes the next
+                if recent:  # its successor on the way: the recent one now
+                    return recent
+                slot.done.wait()  # an answer is being computed: wait for it
+        if recent:  # this request gets it at once, a thread computes the next
             threading.Thread(target=self._compute, args=(key, slot, dict(environ), body), daemon=True).start()
-            return answer
+            return recent
         return self._compute(key, slot, environ, body)
 
     def _compute(self, key, slot: _Slot, environ, body: bytes) -> _Answer:

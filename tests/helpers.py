@@ -225,3 +225,18 @@ def with_fault(fault: str, *args: str) -> list[str]:
 def run_command(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env={**cli_env(), **(env or {})}, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
+
+
+def loading_in_a_fresh_process(path) -> tuple[str, float, bool]:
+    """data.load of `path` in a fresh process: its refusal message (or "loaded"), its peak resident
+    memory in MB, and whether it imported TensorFlow."""
+    # VmHWM, not getrusage: ru_maxrss carries the parent's peak over into a spawned child.
+    code = ("import sys\nfrom app import data\ntry:\n    data.load('mnist', sys.argv[1])\n"
+            "    print('loaded')\nexcept data.DataError as e:\n    print(e)\n"
+            "print('tensorflow' in sys.modules)\nprint(next(int(line.split()[1]) for line in "
+            "open('/proc/self/status') if line.startswith('VmHWM')) / 1024)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    message, tensorflow, peak = result.stdout.strip().splitlines()
+    return message, float(peak), tensorflow == "True"

@@ -6,14 +6,12 @@ import gzip
 import io
 import os
 import random
-import subprocess
-import sys
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
-from helpers import ROOT, cli_env, idx_bytes, slice_arrays
+from helpers import idx_bytes, loading_in_a_fresh_process, slice_arrays
 
 from app import data
 from app.data import IDX_FILES, DataError
@@ -71,20 +69,6 @@ def test_fuzzed_files_load_correctly_or_are_refused_with_a_data_error(tmp_path):
     assert outcomes["refused"] > 150 and outcomes["loaded"] > 10, outcomes  # both paths were exercised
 
 
-def _peak_memory_of_loading(path) -> tuple[str, float]:
-    """Load in a fresh process; its refusal message and its peak resident memory in MB."""
-    # VmHWM, not getrusage: ru_maxrss carries the parent's peak over into a spawned child.
-    code = ("import sys\nfrom app import data\ntry:\n    data.load('mnist', sys.argv[1])\n"
-            "    print('loaded')\nexcept data.DataError as e:\n    print(e)\n"
-            "print(next(int(line.split()[1]) for line in open('/proc/self/status') "
-            "if line.startswith('VmHWM')) / 1024)")
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=cli_env(),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    message, peak = result.stdout.strip().splitlines()
-    return message, float(peak)
-
-
 def _gzip_bomb(path, header: bytes, zeros: int, fake_size: int | None = None) -> None:
     """A valid IDX header followed by `zeros` zero bytes, streamed through deflate (about 1 MB per GiB)."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
@@ -111,7 +95,7 @@ def test_gzip_bombs_over_a_gibibyte_are_refused_in_bounded_memory(tmp_path, lyin
     _gzip_bomb(folder / "train-images-idx3-ubyte.gz", header, zeros=1200 << 20,
                fake_size=expected if lying_trailer else None)
     assert (folder / "train-images-idx3-ubyte.gz").stat().st_size < 5 << 20
-    message, peak_mb = _peak_memory_of_loading(folder)
+    message, peak_mb, _ = loading_in_a_fresh_process(folder)
     assert "train-images-idx3-ubyte.gz" in message
     assert ("beyond what its header promises" if lying_trailer else "promises") in message
     # Never more than the 47 MB the header allows, whatever the 1.2 GiB inside.
@@ -127,7 +111,7 @@ def test_absurd_idx_headers_are_refused_before_reading(tmp_path, dims, words):
     header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
     files = {f"{IDX_FILES[k]}": idx_bytes(v) for k, v in slice_arrays().items()}
     files["train-images-idx3-ubyte"] = header + bytes(1000)
-    message, peak_mb = _peak_memory_of_loading(_idx_folder(tmp_path / "absurd", files))
+    message, peak_mb, _ = loading_in_a_fresh_process(_idx_folder(tmp_path / "absurd", files))
     assert words in message and peak_mb < 250
 
 
@@ -161,5 +145,5 @@ def test_an_npz_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
     npy.write(slice_arrays()["x_train"].tobytes())
     with zipfile.ZipFile(tmp_path / "huge.npz", "a") as archive:
         archive.writestr("x_train.npy", npy.getvalue())
-    message, peak_mb = _peak_memory_of_loading(tmp_path / "huge.npz")
+    message, peak_mb, _ = loading_in_a_fresh_process(tmp_path / "huge.npz")
     assert "x_train has shape (1000000000, 28, 28)" in message and peak_mb < 250

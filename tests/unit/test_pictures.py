@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, SLICE, cli_env, run_main
+from helpers import SLICE, loading_in_a_fresh_process, run_main
 from PIL import Image
 
 from app import data, picture_cache, pictures
@@ -215,15 +213,9 @@ def test_a_picture_whose_header_claims_a_huge_size_is_refused_unread_in_bounded_
     bomb = folder / "Red apple" / "huge.png"
     png_bomb(bomb)
     assert bomb.stat().st_size < 1 << 20
-    code = ("import sys\nfrom app import data\ntry:\n    data.load('mnist', sys.argv[1])\n"
-            "    print('loaded')\nexcept data.DataError as e:\n    print(e)\n"
-            "print('tensorflow' in sys.modules)\nprint(next(int(line.split()[1]) for line in "
-            "open('/proc/self/status') if line.startswith('VmHWM')) / 1024)")
-    result = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, env=cli_env(),
-                            capture_output=True, text=True, timeout=120)
-    message, tensorflow, peak_mb = result.stdout.strip().splitlines()
+    message, peak_mb, tensorflow = loading_in_a_fresh_process(folder)
     assert "huge.png: its header claims 30000 x 30000 pixels" in message and "not decoded" in message
-    assert tensorflow == "False" and float(peak_mb) < 250, (tensorflow, peak_mb)
+    assert not tensorflow and peak_mb < 250, (tensorflow, peak_mb)
 
 
 def test_a_symlink_loop_is_refused(tmp_path):

@@ -81,6 +81,18 @@ def test_a_shared_answer_is_refreshed_after_its_seconds_while_the_old_one_is_ser
     assert inner.calls == 2
 
 
+def test_an_old_answer_is_not_served_stale_the_request_waits_for_a_new_one():
+    now = [0.0]
+    inner = Counted()
+    app = SharedAnswers(inner, seconds=2, clock=lambda: now[0])
+    assert ask(app)[1] == "answer 1"
+    now[0] = 2 * 4 - 0.1  # stale, but recent (STALE_FOR = 4 intervals): served while refreshed
+    assert ask(app)[1] == "answer 1"
+    wait_for(lambda: inner.calls == 2 and not app.slots[next(iter(app.slots))].computing, 5, "the refresh")
+    now[0] = 100.0  # nobody asked for a long time: this request waits for a new answer
+    assert ask(app)[1] == "answer 3" and inner.calls == 3
+
+
 def test_an_inner_failure_reaches_its_request_and_the_waiting_ones_are_computed_afresh():
     inner = Counted(fail_first=True)
     inner.release.clear()
