@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import SLICE, events, metrics, run_cli, run_config, scalar_steps, scalar_values, slice_arrays
@@ -178,3 +181,30 @@ def test_profile_batches_write_a_trace_for_the_profile_tab(tmp_path):
     profile = tmp_path / "logs" / "fit" / "profiled" / "train" / "plugins" / "profile"
     traces = list(profile.glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 10_000
+
+
+def test_saved_model_cli_shows_the_signatures_docs_serving_describes(trained):
+    """docs/serving.md's table of the export's signatures is what TensorFlow's own saved_model_cli shows."""
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    _, run_dir = trained
+    cli = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
+    command = [cli, "show", "--dir", str(run_dir / "saved_model"), "--tag_set", "serve", "--all"]
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=300).stdout
+    signatures = {}
+    for name, body in re.findall(r"signature_def\['(\w+)'\]:\n(.*?)Method name is", shown, re.DOTALL):
+        signatures[name] = re.findall(
+            r"(inputs|outputs)\['(\w+)'\] tensor_info:\n\s+dtype: (\w+)\n\s+shape: (.+)\n", body)
+    assert signatures["serving_default"] == [
+        ("inputs", "pixels", "DT_UINT8", "(-1, 28, 28, 1)"), ("outputs", "class", "DT_STRING", "(-1)"),
+        ("outputs", "class_index", "DT_INT64", "(-1)"), ("outputs", "probabilities", "DT_FLOAT", "(-1, 10)")]
+    images = [("inputs", "images", "DT_STRING", "(-1)"), *signatures["serving_default"][1:]]
+    assert signatures["images"] == images
+    table = (ROOT / "docs" / "serving.md").read_text()
+    assert "| `serving_default` | `pixels`: uint8 `(-1, 28, 28, 1)`" in table
+    assert "`probabilities` float `(-1, 10)`, `class` string `(-1)`" in table
+    assert "| `images` | `images`: string `(-1)`" in table
