@@ -18,6 +18,8 @@ from pathlib import Path
 
 import keras
 
+from app import durable
+
 FOLDER = "checkpoints"
 _NAME = re.compile(r"epoch-(\d{4,})")
 
@@ -105,26 +107,15 @@ def save(run_dir: Path, model: keras.Model, epochs_done: int, state: RunState, a
         (tmp / "state.json").write_text(state.to_json())
         if also is not None:
             also(tmp)
-        _sync(tmp)
+        durable.sync_tree(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _sync(folder)
+    durable.sync(folder)
     for old in folder.iterdir():  # only the newest is needed to resume
         if old != final and _NAME.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync(folder: Path) -> None:
-    """Push the folder's files and its entries to disk, so a power cut cannot undo the rename."""
-    for path in [*folder.iterdir(), folder]:
-        if path.is_file() or path == folder:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 class EveryEpoch(keras.callbacks.Callback):

@@ -8,12 +8,12 @@ containers: of two runs started in the same second, one gets 20261126-190000 and
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from app import durable
 from app.config import Config, ConfigError, resumed
 
 _TAKEN = "run {name!r} already exists in {folder}; add --resume to continue it, or choose another --run-name"
@@ -51,8 +51,10 @@ def check_writable(log_dir: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as e:
-        raise ConfigError(f"--log-dir {log_dir}: cannot write to {folder} ({e.strerror}); "
-                          "choose a writable folder, or fix its owner or permissions") from None
+        raise ConfigError(
+            f"--log-dir {log_dir}: cannot write to {folder} ({e.strerror}); "
+            "choose a writable folder, or fix its owner or permissions"
+        ) from None
 
 
 def claim(log_dir: str, run_name: str | None) -> Path:
@@ -83,20 +85,13 @@ def continuing(log_dir: str, run_name: str | None, resume: str) -> bool:
 def existing(log_dir: str, run_name: str) -> Path:
     run_dir = fit_dir(log_dir) / run_name
     if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--resume: no run {run_name!r} in {fit_dir(log_dir)}; "
-                          "check --run-name and --log-dir, or drop --resume to start a new run")
+        raise ConfigError(
+            f"--resume: no run {run_name!r} in {fit_dir(log_dir)}; "
+            "check --run-name and --log-dir, or drop --resume to start a new run"
+        )
     return run_dir
 
 
 def write_json(path: Path, obj: object) -> None:
-    """Write JSON so that a reader (or a crash) never sees half a file: temp name, then rename."""
-    write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON so that a reader, a crash or a power cut never sees half a file (app/durable.py)."""
+    durable.write_text(path, json.dumps(obj, indent=2) + "\n")
