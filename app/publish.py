@@ -30,17 +30,12 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 def parser() -> argparse.ArgumentParser:
     p = cli.OneLineParser(prog="python -m app.publish", description=__doc__.split("\n\n")[0])
     p.add_argument("run", metavar="RUN", help="a run folder or name, or an exported model")
-    p.add_argument(
-        "--models", default="models", metavar="DIR", help="where served models live (default: models)"
-    )
-    p.add_argument(
-        "--name",
-        default="model",
-        help="the model's name, its folder in DIR and its name in TensorFlow Serving's URLs (default: model)",
-    )
-    p.add_argument(
-        "--log-dir", default="logs", metavar="DIR", help="where run names are looked up (default: logs)"
-    )
+    p.add_argument("--models", default="models", metavar="DIR",
+                   help="where served models live (default: models)")
+    p.add_argument("--name", default="model", help="the model's name, its folder in DIR and its name in "
+                                                    "TensorFlow Serving's URLs (default: model)")
+    p.add_argument("--log-dir", default="logs", metavar="DIR",
+                   help="where run names are looked up (default: logs)")
     return p
 
 
@@ -48,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if not NAME.fullmatch(args.name):
-            raise DataError(
-                f"--name {args.name!r}: use letters, digits, '.', '_' and '-', starting with a "
-                "letter or digit"
-            )
+            raise DataError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-', starting with a "
+                            "letter or digit")
         source = find_model(args.run, args.log_dir)
         version = publish(source, Path(args.models) / args.name)
     except DataError as e:
@@ -65,10 +58,8 @@ def publish(source: Path, base: Path) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     strays = [p.name for p in base.iterdir() if not p.name.isdigit() and not p.name.startswith(".")]
     if strays:
-        raise DataError(
-            f"{base}: holds {', '.join(sorted(strays)[:3])}, not only numbered versions: is it "
-            "a model base path? Give another --models or --name"
-        )
+        raise DataError(f"{base}: holds {', '.join(sorted(strays)[:3])}, not only numbered versions: is it "
+                        "a model base path? Give another --models or --name")
     while True:
         versions = [int(p.name) for p in base.iterdir() if p.name.isdigit()]
         target = base / str(max(versions, default=0) + 1)

@@ -51,10 +51,8 @@ def check_writable(log_dir: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as e:
-        raise ConfigError(
-            f"--log-dir {log_dir}: cannot write to {folder} ({e.strerror}); "
-            "choose a writable folder, or fix its owner or permissions"
-        ) from None
+        raise ConfigError(f"--log-dir {log_dir}: cannot write to {folder} ({e.strerror}); "
+                          "choose a writable folder, or fix its owner or permissions") from None
 
 
 def claim(log_dir: str, run_name: str | None) -> Path:
@@ -85,10 +83,8 @@ def continuing(log_dir: str, run_name: str | None, resume: str) -> bool:
 def existing(log_dir: str, run_name: str) -> Path:
     run_dir = fit_dir(log_dir) / run_name
     if not (run_dir / "config.json").is_file():
-        raise ConfigError(
-            f"--resume: no run {run_name!r} in {fit_dir(log_dir)}; "
-            "check --run-name and --log-dir, or drop --resume to start a new run"
-        )
+        raise ConfigError(f"--resume: no run {run_name!r} in {fit_dir(log_dir)}; "
+                          "check --run-name and --log-dir, or drop --resume to start a new run")
     return run_dir
 
 

@@ -77,10 +77,8 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
         runs.write_json(run_dir / "data.json", record)
     run_name = run_dir.name
 
-    print(
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}; {scale.description()}",
-        flush=True,
-    )
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}; "
+          f"{scale.description()}", flush=True)
     print(describe(digits), flush=True)
     if plan.warning:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
@@ -91,8 +89,7 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
 
     # --- model: new, or restored from this run's last checkpoint -----------------------------
     batches, steps_per_epoch, shuffle_each_epoch = pipeline.training_batches(
-        digits.x_train, digits.y_train, config.batch_size, config.seed, plan.steps_per_execution
-    )
+        digits.x_train, digits.y_train, config.batch_size, config.seed, plan.steps_per_execution)
     with scale.strategy.scope():
         model = build_model(digits.x_train.shape[1:], len(digits.class_names))
         model.compile(
@@ -123,35 +120,20 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
     writer = None
     if config.summaries and scale.writes:
         writer = tabs.open_writer(run_dir, epochs_done, state.steps)
-        callbacks += tabs.callbacks(
-            writer,
-            run_dir,
-            config,
-            digits,
-            validation,
-            first_session=epochs_done == 0,
-            steps_per_execution=plan.steps_per_execution,
-        )
+        callbacks += tabs.callbacks(writer, run_dir, config, digits, validation,
+                                    first_session=epochs_done == 0,
+                                    steps_per_execution=plan.steps_per_execution)
     callbacks.append(keras.callbacks.TerminateOnNaN(raise_error=True))
-    best = best_epoch.BestEpoch(
-        state,
-        config.monitor,
-        config.early_stopping,
-        best_epoch.saved_weights(checkpoint.path) if checkpoint else None,
-    )
+    best = best_epoch.BestEpoch(state, config.monitor, config.early_stopping,
+                                best_epoch.saved_weights(checkpoint.path) if checkpoint else None)
     callbacks.append(best)
     if scale.writes:
         callbacks.append(checkpoints.EveryEpoch(run_dir, state, also=best.write))
     if not sys.stdout.isatty():
         # One name=value line per epoch for log collectors (Katib's, see app/metric_lines.py). On a
         # terminal the progress bar shows the same numbers.
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: print(
-                    metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True
-                )
-            )
-        )
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+            metric_lines.line(epoch + 1, config.epochs, logs or {}), flush=True)))
     callbacks += extra_callbacks or []
 
     # --- fit, test, export ------------------------------------------------------------------
@@ -161,15 +143,10 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
             if epochs_done < config.epochs:
                 with signals_raise_interrupted():
                     # No steps_per_epoch: each epoch iterates `batches`, which hold one epoch.
-                    model.fit(
-                        batches,
-                        epochs=config.epochs,
-                        initial_epoch=epochs_done,
-                        callbacks=callbacks,
-                        shuffle=False,
-                        # the progress bar on a terminal; one line per epoch in logs and CI
-                        verbose=1 if sys.stdout.isatty() else 2,
-                    )
+                    model.fit(batches, epochs=config.epochs, initial_epoch=epochs_done,
+                              callbacks=callbacks, shuffle=False,
+                              # the progress bar on a terminal; one line per epoch in logs and CI
+                              verbose=1 if sys.stdout.isatty() else 2)
             else:
                 print(f"{run_name} already has {epochs_done} epochs; evaluating and exporting it again")
         finally:
@@ -179,15 +156,11 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
         ended = best.last or epochs_done
         exported = best.restore(model, ended)  # the best epoch's weights, tested and exported
         if exported != ended:
-            print(
-                f"{run_name}: testing and exporting epoch {exported}, the best by {config.monitor} "
-                f"({state.best_value:.4f}), not the last ({ended})",
-                flush=True,
-            )
+            print(f"{run_name}: testing and exporting epoch {exported}, the best by {config.monitor} "
+                  f"({state.best_value:.4f}), not the last ({ended})", flush=True)
 
-        test_loss, test_accuracy = model.evaluate(
-            pipeline.eval_batches(digits.x_test, digits.y_test), verbose=0
-        )
+        test_loss, test_accuracy = model.evaluate(pipeline.eval_batches(digits.x_test, digits.y_test),
+                                                  verbose=0)
         seconds = state.epoch_seconds
         metrics = {
             "test_loss": float(test_loss),
@@ -206,10 +179,8 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
             "history": state.history,
         }
         if not scale.writes:
-            print(
-                f"{scale.task} done: test accuracy {test_accuracy:.2%}; the chief writes run {run_dir}",
-                flush=True,
-            )
+            print(f"{scale.task} done: test accuracy {test_accuracy:.2%}; the chief writes run {run_dir}",
+                  flush=True)
             return metrics
         _save_model(model, digits, run_dir)
         runs.write_json(run_dir / "metrics.json", metrics)
@@ -220,9 +191,8 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
     return metrics
 
 
-def _kept_policy(
-    here: devices.Plan, config: Config, checkpoint: checkpoints.Checkpoint | None
-) -> devices.Plan:
+def _kept_policy(here: devices.Plan, config: Config,
+                 checkpoint: checkpoints.Checkpoint | None) -> devices.Plan:
     """The device plan in the dtype policy the run started in, wherever it resumes.
 
     `--precision auto` resolves differently on other hardware (float32, bfloat16, float16), but
@@ -233,13 +203,9 @@ def _kept_policy(
     saved = checkpoint.state.policy if checkpoint else None
     if saved is None or saved == here.policy:
         return here
-    print(
-        f"note: {config.run_name} keeps training in {saved}, the dtype policy it started in "
-        f"(--precision {config.precision} gives {here.policy} on this machine); start a new run "
-        "to train in that",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"note: {config.run_name} keeps training in {saved}, the dtype policy it started in "
+          f"(--precision {config.precision} gives {here.policy} on this machine); start a new run "
+          "to train in that", file=sys.stderr, flush=True)
     return devices.plan(saved)
 
 
@@ -257,36 +223,26 @@ def _explained_failures(run_dir: Path, model: keras.Model, scale: distribution.S
         lines = [line.strip() for line in (e.message or str(e)).splitlines()]
         cause = next((line for line in lines if "aborted by" in line), lines[-1])[:200]
         saved = checkpoints.epochs_saved(run_dir)
-        raise RunFailed(
-            f"{scale.task} lost its peers ({type(e).__name__}: {cause}); run {name} is "
-            f"saved after epoch {saved}. Start every worker again with the "
-            "same command: --resume auto continues it"
-        ) from None
+        raise RunFailed(f"{scale.task} lost its peers ({type(e).__name__}: {cause}); run {name} is "
+                        f"saved after epoch {saved}. Start every worker again with the "
+                        "same command: --resume auto continues it") from None
     except Interrupted as stop:
         saved = checkpoints.epochs_saved(run_dir)
-        print(
-            f"\n{stop.signal_name}: stopped; {name} is saved after epoch {saved}. "
-            f"Continue with: --run-name {name} --resume",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"\n{stop.signal_name}: stopped; {name} is saved after epoch {saved}. "
+              f"Continue with: --run-name {name} --resume", file=sys.stderr, flush=True)
         raise
     except RuntimeError as e:
         if not str(e).startswith(KERAS_NAN_MESSAGE):  # anything but TerminateOnNaN(raise_error=True)
             raise
         step, saved = int(model.optimizer.iterations.numpy()), checkpoints.epochs_saved(run_dir)
-        raise Diverged(
-            f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
-            f"its checkpoint after epoch {saved}. Lower --learning-rate and "
-            "start a new run"
-        ) from None
+        raise Diverged(f"the loss became NaN or infinite at step {step}: training diverged; {name} keeps "
+                        f"its checkpoint after epoch {saved}. Lower --learning-rate and "
+                        "start a new run") from None
     except OSError as e:  # a full disk, a log folder gone read-only or away
         saved = checkpoints.epochs_saved(run_dir)
-        raise RunFailed(
-            f"cannot write {e.filename or run_dir} ({e.strerror or e}); {name} keeps its "
-            f"checkpoint after epoch {saved}. Free space or fix the folder, "
-            f"then continue with --run-name {name} --resume"
-        ) from None
+        raise RunFailed(f"cannot write {e.filename or run_dir} ({e.strerror or e}); {name} keeps its "
+                        f"checkpoint after epoch {saved}. Free space or fix the folder, "
+                        f"then continue with --run-name {name} --resume") from None
 
 
 # How keras.callbacks.TerminateOnNaN(raise_error=True) words its RuntimeError. BORROWED: app/borrowed.py
@@ -336,41 +292,27 @@ def describe(digits: data.Images) -> str:
     classes = ", ".join(f"{name}: {count:,}" for name, count in counts)
     classes = classes if len(classes) <= 200 else classes[:199] + "…"
     held = digits.details.get("validation_split")
-    test = (
-        f"{len(digits.y_test):,} held out for validation ({held:g} of each class, by seed "
-        f"{digits.details['split_seed']})"
-        if held
-        else f"{len(digits.y_test):,} for validation"
-    )
+    test = (f"{len(digits.y_test):,} held out for validation ({held:g} of each class, by seed "
+            f"{digits.details['split_seed']})" if held else f"{len(digits.y_test):,} for validation")
     skipped = len(digits.details.get("skipped", []))
-    return (
-        f"data: {digits.source}: {len(digits.class_names)} classes ({classes}); {len(digits.y_train):,} "
-        f"training pictures, {test}; {digits.image_size}, {digits.channels} channel(s)"
-        + (f"; {skipped} unreadable pictures left out" if skipped else "")
-    )
+    return (f"data: {digits.source}: {len(digits.class_names)} classes ({classes}); {len(digits.y_train):,} "
+            f"training pictures, {test}; {digits.image_size}, {digits.channels} channel(s)"
+            + (f"; {skipped} unreadable pictures left out" if skipped else ""))
 
 
 def data_record(digits: data.Images, continuing: bool, run_dir: Path) -> dict:
     """data.json: what the run trains on. A resumed run of a folder of pictures must hold out the
     very pictures it held out when it began: else it says so and stops, before it trains."""
-    record = {
-        "source": digits.source,
-        "image_size": digits.image_size,
-        "channels": digits.channels,
-        "classes": digits.class_names,
-        "train_images": digits.counts("train"),
-        "validation_images": digits.counts("test"),
-        **digits.details,
-    }
+    record = {"source": digits.source, "image_size": digits.image_size, "channels": digits.channels,
+              "classes": digits.class_names, "train_images": digits.counts("train"),
+              "validation_images": digits.counts("test"), **digits.details}
     saved = run_dir / "data.json"
     if continuing and saved.is_file():
         before = json.loads(saved.read_text()).get("validation_files")
         if before is not None and before != record.get("validation_files"):
-            raise data.DataError(
-                f"{digits.source}: the pictures changed since run {run_dir.name} began, so "
-                "its validation pictures would change too; resume it on the pictures it "
-                "began with, or start a new run"
-            )
+            raise data.DataError(f"{digits.source}: the pictures changed since run {run_dir.name} began, so "
+                                 "its validation pictures would change too; resume it on the pictures it "
+                                 "began with, or start a new run")
     return record
 
 
@@ -381,7 +323,6 @@ def signals_raise_interrupted():
     Python runs signal handlers between bytecodes, so this lands within one training step; the
     last completed epoch is already on disk, and the `finally` blocks flush the event files.
     """
-
     def handler(signum, frame):
         name = signal.Signals(signum).name
         raise Interrupted(name, 128 + signum)

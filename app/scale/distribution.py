@@ -34,11 +34,9 @@ def cluster() -> tuple[int, str | None]:
         tasks = sum(len(spec["cluster"].get(kind, [])) for kind in _TRAINING_TASKS)
         task = f"{spec['task']['type']}:{int(spec['task']['index'])}"
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(
-            f"TF_CONFIG is not a tf.distribute cluster spec ({type(e).__name__}: {e}); it "
-            'needs {"cluster": {"chief": [...], "worker": [...]}, '
-            '"task": {"type": ..., "index": ...}}'
-        ) from None
+        raise ConfigError(f"TF_CONFIG is not a tf.distribute cluster spec ({type(e).__name__}: {e}); it "
+                          'needs {"cluster": {"chief": [...], "worker": [...]}, '
+                          '"task": {"type": ..., "index": ...}}') from None
     return tasks, task
 
 
@@ -46,15 +44,11 @@ def check(config: Config) -> int:
     """Refuse, before TensorFlow is imported, what cannot work on this cluster; the training tasks it has."""
     tasks, task = cluster()
     if config.strategy == "multi-worker" and tasks < 2:
-        raise ConfigError(
-            "--strategy multi-worker needs TF_CONFIG naming two or more chief/worker tasks; "
-            "use --strategy auto or mirrored on one machine"
-        )
+        raise ConfigError("--strategy multi-worker needs TF_CONFIG naming two or more chief/worker tasks; "
+                          "use --strategy auto or mirrored on one machine")
     if tasks > 1 and config.strategy in ("auto", "multi-worker") and config.run_name is None:
-        raise ConfigError(
-            f"--run-name NAME is needed: TF_CONFIG names {tasks} tasks (this one {task}), and "
-            "every worker must name the same run"
-        )
+        raise ConfigError(f"--run-name NAME is needed: TF_CONFIG names {tasks} tasks (this one {task}), and "
+                          "every worker must name the same run")
     return tasks
 
 
@@ -99,11 +93,8 @@ class Scale:
         return list(zip(tasks, (int(e) for e in gather().numpy()), strict=True))
 
     def description(self) -> str:
-        where = (
-            f", this is {self.task}" + ("" if self.writes else " (the chief writes the run)")
-            if self.task
-            else ""
-        )
+        where = f", this is {self.task}" + ("" if self.writes else " (the chief writes the run)") \
+            if self.task else ""
         return f"strategy {self.name}, {self.replicas} replica{'s' * (self.replicas != 1)}{where}"
 
 
@@ -126,10 +117,5 @@ def scale(name: str) -> Scale:
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     else:
         strategy = tf.distribute.get_strategy()
-    return Scale(
-        strategy,
-        name,
-        strategy.num_replicas_in_sync,
-        bool(strategy.extended.should_checkpoint),
-        task if name == "multi-worker" else None,
-    )
+    return Scale(strategy, name, strategy.num_replicas_in_sync, bool(strategy.extended.should_checkpoint),
+                 task if name == "multi-worker" else None)

@@ -48,18 +48,10 @@ def tf_configs(layout: str) -> list[dict]:
 
 
 def start_job(layout: str, args: list[str], cwd, env: dict | None = None) -> list[subprocess.Popen]:
-    return [
-        subprocess.Popen(
-            with_fault("", *args),
-            cwd=cwd,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**cli_env(), **(env or {}), "TF_CONFIG": json.dumps(config)},
-        )
-        for config in tf_configs(layout)
-    ]
+    return [subprocess.Popen(with_fault("", *args), cwd=cwd, text=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**cli_env(), **(env or {}), "TF_CONFIG": json.dumps(config)})
+            for config in tf_configs(layout)]
 
 
 def finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
@@ -77,10 +69,8 @@ def finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[tupl
 
 def test_mirrored_over_two_logical_cpus(tmp_path):
     single = run_cli(*ARGS, "--epochs", "2", "--run-name", "single", cwd=tmp_path)
-    mirrored = run_command(
-        with_fault(TWO_CPUS, *ARGS, "--epochs", "2", "--strategy", "mirrored", "--run-name", "mirrored"),
-        tmp_path,
-    )
+    mirrored = run_command(with_fault(TWO_CPUS, *ARGS, "--epochs", "2", "--strategy", "mirrored",
+                                      "--run-name", "mirrored"), tmp_path)
     assert single.returncode == 0 and mirrored.returncode == 0, single.stderr + mirrored.stderr
     assert "strategy mirrored, 2 replicas" in mirrored.stdout.splitlines()[0]
     one, two = metrics(tmp_path / "logs" / "fit" / "single"), metrics(tmp_path / "logs" / "fit" / "mirrored")
@@ -95,9 +85,8 @@ def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
     alone.mkdir()
     single = run_cli(*ARGS, "--epochs", "2", "--run-name", "single", cwd=alone)
     assert single.returncode == 0, single.stderr
-    results = finish(
-        start_job(layout, [*ARGS, "--epochs", "2", "--run-name", "job", "--resume", "auto"], tmp_path)
-    )
+    results = finish(start_job(layout, [*ARGS, "--epochs", "2", "--run-name", "job", "--resume", "auto"],
+                               tmp_path))
     assert [code for code, _, _ in results] == [0, 0], results
     (_, chief_out, _), (_, worker_out, _) = results
     assert "strategy multi-worker, 2 replicas" in chief_out.splitlines()[0]
@@ -106,9 +95,8 @@ def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
     fit = tmp_path / "logs" / "fit"
     assert run_folders(fit) == ["job"]
     run_dir = fit / "job"
-    assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= {
-        p.name for p in run_dir.iterdir()
-    }
+    assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= \
+        {p.name for p in run_dir.iterdir()}
     assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")]
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer of the run's own events
     assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1]
@@ -155,26 +143,17 @@ def test_workers_that_see_different_checkpoints_stop_before_training(tmp_path):
         (tmp_path / folder).mkdir()
         done = run_cli(*ARGS, "--epochs", epochs, "--run-name", "job", cwd=tmp_path / folder)
         assert done.returncode == 0, done.stderr
-    processes = [
-        subprocess.Popen(
-            with_fault("", *ARGS, "--epochs", "3", "--run-name", "job", "--resume", "auto"),
-            cwd=tmp_path / folder,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**cli_env(), "TF_CONFIG": json.dumps(config)},
-        )
-        for folder, config in zip(("chief", "worker"), tf_configs("chief+worker"), strict=True)
-    ]
+    command = with_fault("", *ARGS, "--epochs", "3", "--run-name", "job", "--resume", "auto")
+    processes = [subprocess.Popen(command, cwd=tmp_path / folder, text=True, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**cli_env(), "TF_CONFIG": json.dumps(config)})
+                 for folder, config in zip(("chief", "worker"), tf_configs("chief+worker"), strict=True)]
     results = finish(processes, timeout=180)
     for code, out, err in results:
         assert code == 1 and "resuming" not in out, (out, err)
         message = err.strip().splitlines()[-1]
-        assert message.startswith(
-            "error: the workers see different checkpoints of run job "
-            "(after epoch 2 on chief:0, 1 on worker:0)"
-        ), message
+        assert message.startswith("error: the workers see different checkpoints of run job "
+                                  "(after epoch 2 on chief:0, 1 on worker:0)"), message
         assert "docs/scaling.md" in message
     assert latest_checkpoint(tmp_path / "chief" / "logs" / "fit" / "job")[0] == 2  # nothing trained
     assert latest_checkpoint(tmp_path / "worker" / "logs" / "fit" / "job")[0] == 1

@@ -36,14 +36,13 @@ def test_output_names_the_device_each_epoch_and_the_result(trained):
     assert "training on CPU" in lines[0] or "training on GPU" in lines[0]
     # Not a terminal: three lines per epoch (docs/training.md), no progress bar redrawn with carriage returns.
     assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
-    epoch_lines = lines[lines.index("Epoch 1/2") : lines.index("Epoch 2/2")]
+    epoch_lines = lines[lines.index("Epoch 1/2"):lines.index("Epoch 2/2")]
     assert len(epoch_lines) == 3 and " epoch 1/2: accuracy=" in epoch_lines[1], epoch_lines
     assert epoch_lines[2].startswith("19/19 - ") and "val_accuracy: " in epoch_lines[2], epoch_lines
     assert "\r" not in result.stdout
     result = metrics(run_dir)
-    assert lines[-1] == (
-        f"run logs/fit/tiny: test accuracy {result['test_accuracy']:.2%}, test loss {result['test_loss']:.4f}"
-    )
+    assert lines[-1] == (f"run logs/fit/tiny: test accuracy {result['test_accuracy']:.2%}, "
+                         f"test loss {result['test_loss']:.4f}")
 
 
 def test_run_folder_holds_config_metrics_and_models(trained):
@@ -130,6 +129,7 @@ def test_images_pr_curves_text_hparams_and_graphs(trained):
     assert "keras" in events(run_dir / "train").Tags()["tensors"]  # Keras' conceptual graph
 
 
+
 def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_run(trained, tensorboard):
     _, run_dir = trained
     [experiment_file] = (run_dir.parent / "_hparams").glob("*tfevents*")  # one file, in a run of its own
@@ -139,39 +139,15 @@ def test_the_log_folder_holds_the_experiment_the_hparams_tab_shows_for_a_plain_r
     experiment = tensorboard.post("/data/plugin/hparams/experiment", {"experimentName": ""})
     # The metrics in the order users read them, with readable names, not guessed from the tags.
     assert [m["displayName"] for m in experiment["metricInfos"]] == [
-        "validation accuracy",
-        "validation loss",
-        "test accuracy",
-        "epochs trained",
-        "pruned (1: stopped early)",
-        "exported epoch (the best)",
-        "test loss",
-        "training accuracy",
-        "training loss",
-    ]
+        "validation accuracy", "validation loss", "test accuracy", "epochs trained",
+        "pruned (1: stopped early)", "exported epoch (the best)", "test loss", "training accuracy",
+        "training loss"]
     # The settings a sweep can search first (TensorBoard sorts those by name), then the rest.
     names = [h["name"] for h in experiment["hparamInfos"]]
-    assert names[:8] == [
-        "batch_size",
-        "channels",
-        "dataset",
-        "epochs",
-        "image_size",
-        "learning_rate",
-        "lr_schedule",
-        "seed",
-    ]
-    assert set(names[8:]) == {
-        "sweep",
-        "trial",
-        "precision",
-        "optimizer",
-        "dropout",
-        "data",
-        "classes",
-        "train_images",
-        "validation_images",
-    }
+    assert names[:8] == ["batch_size", "channels", "dataset", "epochs", "image_size", "learning_rate",
+                         "lr_schedule", "seed"]
+    assert set(names[8:]) == {"sweep", "trial", "precision", "optimizer", "dropout", "data", "classes",
+                              "train_images", "validation_images"}
 
 
 def test_tensorboard_serves_every_tab(tensorboard):
@@ -190,25 +166,16 @@ def test_tensorboard_serves_every_tab(tensorboard):
     assert "config" in tensorboard.get("/data/plugin/text/tags")["tiny"]
     graphs = tensorboard.get("/data/plugin/graphs/info")
     assert graphs["tiny"]["run_graph"] and graphs["tiny/train"]["tags"]["keras"]["conceptual_graph"]
-    groups = tensorboard.post(
-        "/data/plugin/hparams/session_groups",
-        {
-            "experimentName": "",
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
-            "colParams": [],
-            "startIndex": 0,
-            "sliceSize": 10,
-        },
-    )
+    groups = tensorboard.post("/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
+        "colParams": [], "startIndex": 0, "sliceSize": 10})
     [group] = groups["sessionGroups"]
     assert group["name"] == "tiny" and group["hparams"]["learning_rate"] == 0.005
     # What describes the model is read from the model: its optimizer, dropout rate and dtype policy.
     assert group["hparams"]["optimizer"] == "adam" and group["hparams"]["dropout"] == 0.5
     assert group["hparams"]["precision"] in ("float32", "mixed_bfloat16", "mixed_float16")
-    assert any(
-        m["name"]["tag"] == "epoch_accuracy" and m["name"]["group"] == "validation"
-        for m in group["metricValues"]
-    )
+    assert any(m["name"]["tag"] == "epoch_accuracy" and m["name"]["group"] == "validation"
+               for m in group["metricValues"])
 
 
 def test_same_seed_same_result(tmp_path):
@@ -221,19 +188,8 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_profile_batches_write_a_trace_for_the_profile_tab(tmp_path):
-    result = run_cli(
-        "--data",
-        str(SLICE),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--profile-batches",
-        "2,4",
-        "--run-name",
-        "profiled",
-        cwd=tmp_path,
-    )
+    result = run_cli("--data", str(SLICE), "--epochs", "1", "--batch-size", "32", "--profile-batches", "2,4",
+                     "--run-name", "profiled", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     profile = tmp_path / "logs" / "fit" / "profiled" / "train" / "plugins" / "profile"
     traces = list(profile.glob("*/*.xplane.pb"))
@@ -249,14 +205,10 @@ def test_saved_model_cli_shows_the_signatures_docs_serving_describes(trained):
     signatures = {}
     for name, body in re.findall(r"signature_def\['(\w+)'\]:\n(.*?)Method name is", shown, re.DOTALL):
         signatures[name] = re.findall(
-            r"(inputs|outputs)\['(\w+)'\] tensor_info:\n\s+dtype: (\w+)\n\s+shape: (.+)\n", body
-        )
+            r"(inputs|outputs)\['(\w+)'\] tensor_info:\n\s+dtype: (\w+)\n\s+shape: (.+)\n", body)
     assert signatures["serving_default"] == [
-        ("inputs", "pixels", "DT_UINT8", "(-1, 28, 28, 1)"),
-        ("outputs", "class", "DT_STRING", "(-1)"),
-        ("outputs", "class_index", "DT_INT64", "(-1)"),
-        ("outputs", "probabilities", "DT_FLOAT", "(-1, 10)"),
-    ]
+        ("inputs", "pixels", "DT_UINT8", "(-1, 28, 28, 1)"), ("outputs", "class", "DT_STRING", "(-1)"),
+        ("outputs", "class_index", "DT_INT64", "(-1)"), ("outputs", "probabilities", "DT_FLOAT", "(-1, 10)")]
     images = [("inputs", "images", "DT_STRING", "(-1)"), *signatures["serving_default"][1:]]
     assert signatures["images"] == images
     table = (ROOT / "docs" / "serving.md").read_text()
