@@ -68,7 +68,7 @@ unexport SWEEP_ARGS
 # TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
 TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
 
-.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -185,6 +185,9 @@ bench-pictures: $(VENV)/.installed fashion-mnist ## a folder of 70,000 PNG files
 
 bench-tensorboard: $(VENV)/.installed ## TensorBoard's Scalars and HParams requests with 500 trials, for 1, 10 and 50 users
 	$(VENV)/bin/python -m tools.tensorboard_bench $(BENCH_TB_ARGS)
+
+bench-tensorboard-memory: $(VENV)/.installed ## TensorBoard's memory under 20,000 distinct requests and a 5 MB body, against its bound
+	$(VENV)/bin/python -m tools.tensorboard_bench --memory
 
 profile: $(VENV)/.installed fashion-mnist ## one training epoch op by op: where the time goes, GFLOP/s against this CPU's peak
 	$(VENV)/bin/python -m tools.step_profile $(PROFILE_ARGS)

@@ -10,6 +10,14 @@ over the requests that TensorBoard 2.21's Scalars and HParams tabs make (REQUEST
 paths and bodies, as its frontend sends them). Reported per request kind and client count: p50,
 p95 and max latency, requests and errors. During the first loaded round one more run is copied in,
 and the time until /data/runs lists it is reported.
+
+With --memory (make bench-tensorboard-memory) it measures memory instead: the same TensorBoard
+(--reload_interval 60, so that no answer ages out during the run: the worst case) on a small log
+folder (three runs of scalars, written here), then --requests GETs of /data/runs, each
+with a query string of its own (a request of its own to the shared answers), then a 5 MB body
+announced and a 5 MB body chunked (both to be answered 413 unread); reported: the server's resident
+memory (VmRSS) before, every tenth of the way and after, against the bound the shared answers state
+(app/tensorboard_server.py: MAX_ENTRIES, BUDGET, ENTRY_COST). Exit 1 if it grew beyond it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import random
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +50,8 @@ TEST_DATA = ROOT / "tests" / "data" / "mnist-slice.npz"
 SWEEP = "tbbench"  # the copies are tbbench-trial-000 ... as a sweep's trials are named
 HPARAMS_TAG = "_hparams_/session_start_info"
 EXPERIMENT_TAG = "_hparams_/experiment"
+DEFAULT_OUT = "artifacts/bench-tensorboard.json"
+RELOAD_FOR_MEMORY = 60  # --memory's --reload_interval: all its requests fall within the stale window
 
 
 # --- the log folder ---------------------------------------------------------------------------------
@@ -279,6 +290,165 @@ def wait_until_read(pid: int, timeout: float) -> float:
     raise TimeoutError(f"TensorBoard was still reading the logs after {timeout:.0f} s")
 
 
+# --- memory under distinct requests (--memory) ------------------------------------------------------
+
+def small_logdir(logdir: Path, runs: int = 3, steps: int = 50) -> None:
+    """`runs` runs of one scalar curve each: enough for /data/runs and the tags to have answers."""
+    import tensorflow as tf
+
+    for run in range(runs):
+        with tf.summary.create_file_writer(str(logdir / f"run-{run}")).as_default():
+            for step in range(steps):
+                tf.summary.scalar("loss", 1.0 / (step + 1), step=step)
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident memory of process `pid` (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def first_line(port: int, head: bytes, body: bytes = b"", timeout: float = 30) -> str:
+    """The status line answering request `head` (its header lines), `body` sent only while no answer
+    has come, as a client that reads while it sends: a server may answer before reading the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head + b"\r\n\r\n")
+        s.setblocking(False)
+        sent, answer, deadline = 0, b"", time.monotonic() + timeout
+        while b"\r\n" not in answer and time.monotonic() < deadline:
+            try:
+                received = s.recv(4096)
+                if not received:
+                    break
+                answer += received
+                continue
+            except BlockingIOError:
+                pass
+            except ConnectionError:  # reset: what it answered before is all there is
+                break
+            try:
+                sent += s.send(body[sent:sent + 65536]) if sent < len(body) else 0
+            except (BlockingIOError, ConnectionError):
+                pass
+            time.sleep(0.0005)
+        return answer.split(b"\r\n", 1)[0].decode()
+
+
+def chunked(body: bytes, size: int = 65536) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def distinct_requests(port: int, first: int, count: int, threads: int = 4) -> int:
+    """GET /data/runs?n=<first>... count times, over `threads` clients; returns the answers not 200."""
+    numbers, failed, lock = iter(range(first, first + count)), [0], threading.Lock()
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            connection.request("GET", f"/data/runs?n={n}", headers={"Accept-Encoding": "gzip"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                with lock:
+                    failed[0] += 1
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return failed[0]
+
+
+def memory(args: argparse.Namespace) -> int:
+    from app import tensorboard_server as shared
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-tensorboard-memory-"))
+    logdir = work / "fit-small"
+    if not logdir.is_dir():
+        small_logdir(logdir)
+    port = free_port()
+    command = local(compose_command(), logdir, port)
+    # The worst case: every request within the stale window (STALE_FOR reload intervals), so that
+    # only the bounds, not the answers' age, limit what is kept.
+    command[command.index("--reload_interval") + 1] = str(RELOAD_FOR_MEMORY)
+    print(f"CPU: {hardware.description()}, {os.cpu_count()} cores\nTensorBoard: {shlex.join(command)}",
+          flush=True)
+    log = open(work / "tensorboard-memory.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    mib = 1 << 20
+    try:
+        wait_for_runs(port, {"run-0", "run-1", "run-2"}, timeout=300)
+        distinct_requests(port, -1000, 500)  # warm: 500 entries, so "before" includes what one costs once
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("GET", "/data/runs", headers={"Accept-Encoding": "gzip"})
+        response = connection.getresponse()
+        answer = len(response.read()) + sum(len(k) + len(v) for k, v in response.getheaders())
+        counted = min(shared.BUDGET, shared.MAX_ENTRIES * (shared.ENTRY_COST + answer))
+        before = rss_bytes(server.pid)
+        print(f"bound (app/tensorboard_server.py): at most {shared.MAX_ENTRIES} entries and "
+              f"{shared.BUDGET / mib:.0f} MiB counted, {shared.ENTRY_COST} bytes an entry plus its answer "
+              f"({answer} bytes here): at most {counted / mib:.1f} MiB for these answers\n"
+              f"RSS before: {before / mib:.1f} MiB", flush=True)
+        samples, failed, step = [], 0, max(1, args.requests // 10)
+        for done in range(0, args.requests, step):
+            count = min(step, args.requests - done)
+            failed += distinct_requests(port, done, count)
+            samples.append((done + count, rss_bytes(server.pid)))
+            print(f"  after {done + count:6,} distinct requests: RSS {samples[-1][1] / mib:7.1f} MiB",
+                  flush=True)
+        big = b"x" * (5 << 20)
+        head = b"POST /data/plugin/hparams/session_groups HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain"
+        started = time.monotonic()
+        announced = first_line(port, head + b"\r\nContent-Length: %d" % len(big), big)
+        announced_s = time.monotonic() - started
+        streamed = first_line(port, head + b"\r\nTransfer-Encoding: chunked", chunked(big))
+        after = rss_bytes(server.pid)
+        others = {pid: rss_bytes(pid) for pid in children(server.pid)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    grown = after - before
+    within = grown <= shared.BUDGET and failed == 0 and "413" in announced and "413" in streamed
+    print(f"5 MB body, Content-Length: {announced!r} in {announced_s:.2f} s; chunked: {streamed!r}\n"
+          f"RSS after: {after / mib:.1f} MiB, grown {grown / mib:.1f} MiB for {args.requests:,} distinct "
+          f"requests ({failed} not answered 200); the data server (a child): "
+          f"{', '.join(f'{r / mib:.1f} MiB' for r in others.values()) or 'none'}\n"
+          f"{'within' if within else 'NOT within'} the bound of {shared.BUDGET / mib:.0f} MiB", flush=True)
+    results = {"cpu": hardware.description(), "command": command, "requests": args.requests,
+               "rss_before": before, "rss_after": after, "samples": samples, "not_200": failed,
+               "body_5mb_announced": announced, "body_5mb_chunked": streamed,
+               "data_server_rss": list(others.values()),
+               "bound": {"max_entries": shared.MAX_ENTRIES, "budget": shared.BUDGET, "answer_bytes": answer,
+                         "entry_cost": shared.ENTRY_COST, "max_body": shared.MAX_BODY}}
+    out = Path(args.out if args.out != DEFAULT_OUT else "artifacts/bench-tensorboard-memory.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"results: {out}")
+    return 0 if within else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.tensorboard_bench",
                                 description=__doc__.split("\n\n")[0])
@@ -290,13 +460,20 @@ def parser() -> argparse.ArgumentParser:
                    help="what is measured (default: %(default)s): "
                         + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
     p.add_argument("--work", help="build the log folder here and keep it; reused if it is there already")
-    p.add_argument("--out", default="artifacts/bench-tensorboard.json",
-                   help="the results as JSON (default: %(default)s)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="the results as JSON (default: %(default)s; with --memory "
+                        "artifacts/bench-tensorboard-memory.json)")
+    p.add_argument("--memory", action="store_true",
+                   help="measure the server's memory under distinct requests instead (see above)")
+    p.add_argument("--requests", type=int, default=20000,
+                   help="with --memory: the distinct requests sent (default: %(default)s)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.memory:
+        return memory(args)
     counts = [int(c) for c in args.clients.split(",")]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-tensorboard-"))
     variant, experiment = args.variant, args.variant != "before"

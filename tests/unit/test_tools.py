@@ -3,6 +3,8 @@ line. Their miniature runs: tests/integration/test_bench.py and others."""
 
 from __future__ import annotations
 
+import os
+
 from helpers import SLICE, run_main
 
 
@@ -66,3 +68,33 @@ def test_the_kserve_schema_vendoring_keeps_the_schema_and_shares_repeats():
     assert set(shared["properties"]) == {"description", "command", "port", "image", "imagePullPolicy"}
     assert shared["properties"]["port"] == {"type": "integer", "format": "int32"}
     assert "status" not in out["properties"] and out["x-kserve-source"] == {"tag": "test"}
+
+
+def test_the_tensorboard_memory_bench_client_sees_413_for_5_mb_bodies_announced_or_chunked():
+    """--memory's client of an oversized body, against the shared answers behind werkzeug's server."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from app.tensorboard_server import SharedAnswers
+    from tools import tensorboard_bench
+
+    def inner(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = make_server("127.0.0.1", 0, SharedAnswers(inner, seconds=60), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        head, big = b"POST /data/plugin/hparams/session_groups HTTP/1.1\r\nHost: x", b"x" * (5 << 20)
+        port, too_large = server.server_port, "HTTP/1.1 413 Request Entity Too Large"
+        announced = head + b"\r\nContent-Length: %d" % len(big)
+        assert tensorboard_bench.first_line(port, announced, big) == too_large
+        assert tensorboard_bench.first_line(port, head + b"\r\nTransfer-Encoding: chunked",
+                                            tensorboard_bench.chunked(big)) == too_large
+        assert tensorboard_bench.first_line(port, head + b"\r\nTransfer-Encoding: chunked",
+                                            tensorboard_bench.chunked(b"{}")) == "HTTP/1.1 200 OK"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert tensorboard_bench.rss_bytes(os.getpid()) > 1 << 20
