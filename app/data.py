@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
 import zipfile
 import zlib
@@ -188,7 +189,13 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_npy_header(path: Path, key: str, member) -> None:
-    """Refuse an array by its header alone, before numpy allocates or unpickles anything."""
+    """Refuse an array by its header alone, before numpy allocates or unpickles anything.
+
+    The header's shape and dtype are what numpy allocates (shape x itemsize bytes) before it reads a
+    byte of data, so both are checked here: a count within MAX_IMAGES with a 1,400-byte "pixel" would
+    claim a terabyte. What passes is at most MAX_IMAGES 28x28 uint8 images (784 MB) and as many
+    integer labels; `_validated` checks the values once loaded.
+    """
     version = np.lib.format.read_magic(member)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
         np.lib.format.read_array_header_2_0
@@ -196,8 +203,23 @@ def _check_npy_header(path: Path, key: str, member) -> None:
     if dtype.hasobject:
         raise DataError(f"{path}: {key} holds Python objects (pickled), which are refused for safety; "
                         "save plain numeric arrays with numpy.savez")
-    if not shape or not 0 <= shape[0] <= MAX_IMAGES or int(np.prod(shape)) > MAX_IMAGES * 28 * 28:
+    if not shape or not 0 <= shape[0] <= MAX_IMAGES or math.prod(shape) > MAX_IMAGES * 28 * 28:
         raise DataError(f"{path}: {key} has shape {shape}, expected at most {MAX_IMAGES:,} items")
+    if key.startswith("x_"):
+        if shape[1:] not in (IMAGE_SHAPE, (*IMAGE_SHAPE, 1)):
+            raise DataError(f"{path}: {key} has shape {shape}, expected (N, 28, 28); "
+                            "images must be 28x28 grayscale")
+        if dtype != np.uint8:
+            raise DataError(f"{path}: {key} has dtype {_dtype_name(dtype)}, expected uint8 pixels 0-255; "
+                            "save the raw, unscaled images")
+    elif len(shape) != 1 or not np.issubdtype(dtype, np.integer):
+        raise DataError(f"{path}: {key} has shape {shape} and dtype {_dtype_name(dtype)}, "
+                        "expected a 1-D array of integer class labels")
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    """numpy's name of a dtype, or its code where the name says nothing of its size (void, text)."""
+    return dtype.str if dtype.kind in "VSUa" else str(dtype)
 
 
 # --- IDX (the original MNIST distribution format) ------------------------------------------

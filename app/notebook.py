@@ -2,6 +2,8 @@
 
 - `settings(...)`: a Config as `python -m app` would build it, continuing the run when it exists
   (resume auto), so that after the kernel's stop button the same cell carries on from the last epoch.
+- `tensorboard_logdir(log_dir)`: `%tensorboard`'s --logdir, quoted: the magic splits its line as a shell
+  would (shlex, `#` starting a comment), so a space or a `#` in log_dir would cut it.
 - `clear_stale_tensorboards()`: before `%tensorboard`. The magic reuses any TensorBoard that left an
   info file in $TMPDIR/.tensorboard-info with the same arguments, without checking that it still
   runs (tensorboard#2057): after a kernel restart, which kills the kernel's children, the frame would
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -29,6 +32,11 @@ def settings(**given) -> Config:
     config = runs.settled_config(given)
     runs.check_writable(config.log_dir)
     return config
+
+
+def tensorboard_logdir(log_dir: str | os.PathLike) -> str:
+    """The runs' folder, log_dir/fit, as one argument of `%tensorboard --logdir ...`."""
+    return shlex.quote(str(Path(log_dir) / "fit"))
 
 
 def clear_stale_tensorboards() -> list[int]:

@@ -27,6 +27,10 @@ NOT_FIXABLE = ("run_name", "resume", "sweep", "trial", "swept", "summaries")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
 _KEYS = {"name", "trials", "objective", "sampler", "pruning", "parameters", "fixed"}
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# A sweep file is a screenful (sweeps/default.yaml: 531 bytes); the caps bound what a hostile one costs.
+MAX_FILE_BYTES = 64 * 1024
+MAX_DEPTH = 20  # nesting of YAML lists and mappings; a sweep file needs 3
+SHOWN_CHARS = 60  # of a value quoted in a message
 
 
 class SweepError(Exception):
@@ -110,41 +114,52 @@ def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
     """The sweep in file `path`, with `flags` (settings given on the command line) fixed."""
     where = path
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # no more, whatever the file (or /dev/zero) holds
+        text = raw.decode()
     except (OSError, UnicodeDecodeError) as e:
-        raise SweepError(f"{where}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+        raise SweepError(f"{where}: cannot read it ({getattr(e, 'strerror', None) or _short(e)})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SweepError(f"{where}: larger than {MAX_FILE_BYTES // 1024} KiB, which no sweep file needs; "
+                         "see docs/sweeps.md for the format")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader, with no aliases)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SweepError(f"{where}: not valid YAML{at}; see docs/sweeps.md for the format") from None
+    except _Refused as e:
+        raise SweepError(f"{where}: {_shortened(e)}") from None
+    except ValueError as e:  # a number of thousands of digits, a date like 2026-13-45
+        raise SweepError(f"{where}: a value YAML reads as a number or a date is out of range "
+                         f"({_cut(str(e))}); quote it if it is text") from None
     if not isinstance(doc, dict):
         raise SweepError(f"{where}: must be a YAML mapping (name:, trials:, parameters:, ...), "
                          f"not {type(doc).__name__}; see docs/sweeps.md")
     unknown = sorted(set(map(str, doc)) - _KEYS)
     if unknown:
-        raise SweepError(f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(_KEYS))}")
+        raise SweepError(f"{where}: unknown key {_short(unknown[0])}; the keys are "
+                         f"{', '.join(sorted(_KEYS))}")
 
     name = doc.get("name", Path(path).stem)
     if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
-        raise SweepError(f"{where}: name {name!r} is not a plain folder name: letters, digits, '.', '_' "
-                         "and '-' (up to 60), starting with a letter or digit")
+        raise SweepError(f"{where}: name {_short(name)} is not a plain folder name: letters, digits, '.', "
+                         "'_' and '-' (up to 60), starting with a letter or digit")
     count = doc.get("trials") if trials is None else trials
     origin = "--trials" if trials is not None else "trials"
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise SweepError(f"{where}: {origin} must be a whole number of at least 1 (got {count!r})")
+        raise SweepError(f"{where}: {origin} must be a whole number of at least 1 (got {_short(count)})")
     metric, direction = _objective(doc.get("objective", "val_accuracy"), where)
     sampler = doc.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
+        raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)} (got {_short(sampler)})")
     pruning = _pruning(doc.get("pruning", False), where)
 
     raw = doc.get("parameters")
     if not isinstance(raw, dict) or not raw:
         raise SweepError(f"{where}: parameters must map at least one setting to its range or choices, "
                          "e.g. learning_rate: {low: 0.001, high: 0.01, log: true}")
-    parameters = tuple(_parameter(str(n), spec, f"{where}: parameters.{n}") for n, spec in raw.items())
+    parameters = tuple(_parameter(str(n), spec, f"{where}: parameters.{_key(n)}") for n, spec in raw.items())
     if sampler == "grid":
         if any(p.kind != "choice" for p in parameters):
             raise SweepError(f"{where}: sampler grid needs choices for every parameter (it has no ranges)")
@@ -163,12 +178,63 @@ def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
     for origin, settings in (("fixed", fixed_file), ("flag", flags)):
         for key in settings:
             _check_fixable(str(key), origin, swept, where)
-    fixed = {**{k: _fixed_value(k, v, f"{where}: fixed.{k}") for k, v in fixed_file.items()}, **flags}
+    fixed = {**{k: _fixed_value(k, v, f"{where}: fixed.{_key(k)}") for k, v in fixed_file.items()}, **flags}
     try:
         Config(**fixed).validate()
     except ConfigError as e:
-        raise SweepError(f"{where}: {e}") from None
+        raise SweepError(f"{where}: {_shortened(e)}") from None
     return Sweep(name, count, metric, direction, sampler, pruning, parameters, fixed, path)
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load without anchors and aliases, and with a cap on nesting.
+
+    An alias costs nothing to load (it shares the object), but everything that walks the document
+    walks every copy: ten aliases of ten aliases of ... make a few hundred bytes print as megabytes
+    (a "billion laughs"). A sweep file has no use for them. PyYAML composes nested nodes by
+    recursion, so thousands of brackets would end in a RecursionError: nesting is capped too.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are "
+                           "not accepted in a sweep file; write each value out")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"line {event.start_mark.line + 1}: lists and mappings nested more than "
+                               f"{MAX_DEPTH} deep; see docs/sweeps.md for the format")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _short(value) -> str:
+    """repr(value), cut to SHOWN_CHARS: a message quotes what was given, not all of it."""
+    return _cut(repr(value))
+
+
+def _key(name) -> str:
+    """A key of the file as a message names it, cut to SHOWN_CHARS."""
+    return _cut(str(name))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+# A value quoted in another module's message (app/config.py quotes with repr), longer than SHOWN_CHARS.
+_LONG_QUOTE = re.compile("|".join(f"{q}[^{q}\\n]{{{SHOWN_CHARS},}}{q}" for q in "'\""))
+
+
+def _shortened(message: object) -> str:
+    """A message from elsewhere with each long quoted value cut."""
+    return _LONG_QUOTE.sub(lambda m: m.group()[:SHOWN_CHARS - 4] + "..." + m.group()[-1], str(message))
 
 
 def _objective(raw, where: str) -> tuple[str, str]:
@@ -178,10 +244,12 @@ def _objective(raw, where: str) -> tuple[str, str]:
         raise SweepError(f"{where}: objective must be a metric name or {{metric: M, direction: D}}")
     metric = raw.get("metric", "val_accuracy")
     if metric not in OBJECTIVES:
-        raise SweepError(f"{where}: objective metric must be one of {', '.join(OBJECTIVES)} (got {metric!r})")
+        raise SweepError(f"{where}: objective metric must be one of {', '.join(OBJECTIVES)} "
+                         f"(got {_short(metric)})")
     direction = raw.get("direction", OBJECTIVES[metric])
     if direction not in ("maximize", "minimize"):
-        raise SweepError(f"{where}: objective direction must be maximize or minimize (got {direction!r})")
+        raise SweepError(f"{where}: objective direction must be maximize or minimize "
+                         f"(got {_short(direction)})")
     return metric, direction
 
 
@@ -195,7 +263,8 @@ def _pruning(raw, where: str) -> Pruning | None:
     values = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SweepError(f"{where}: pruning.{key} must be a whole number of at least 0 (got {value!r})")
+            raise SweepError(f"{where}: pruning.{key} must be a whole number of at least 0 "
+                             f"(got {_short(value)})")
         values[key] = value
     return Pruning(**values)
 
@@ -211,7 +280,7 @@ def _check_fixable(name: str, origin: str, swept: set[str], where: str) -> None:
         raise SweepError(f"{where}: {shown} is a parameter of this sweep, so a flag cannot fix it; drop "
                          f"the flag, or move {name} from parameters to fixed")
     if field is None or not field.metadata["flag"]:
-        raise SweepError(f"{where}: fixed.{name}: no such setting; see python -m app --help")
+        raise SweepError(f"{where}: fixed.{_key(name)}: no such setting; see python -m app --help")
     if name in NOT_FIXABLE:
         raise SweepError(f"{where}: {shown}: the sweep names and resumes each trial's run itself")
     if origin == "fixed" and name in swept:
@@ -237,7 +306,7 @@ def _parameter(name: str, raw, where: str) -> Parameter:
             raise SweepError(f"{where}: choices must be a non-empty list")
         values = tuple(_fixed_value(name, c, where) for c in choices)
         if len(set(values)) != len(values):
-            raise SweepError(f"{where}: choices repeat a value ({list(choices)})")
+            raise SweepError(f"{where}: choices repeat a value ({_short(list(choices))})")
         return Parameter(name, "choice", choices=values)
 
     if kind(field) not in (int, float):
@@ -247,14 +316,15 @@ def _parameter(name: str, raw, where: str) -> Parameter:
     low, high = (_fixed_value(name, raw[k], f"{where}.{k}") for k in ("low", "high"))
     log = raw.get("log", False)
     if not isinstance(log, bool):
-        raise SweepError(f"{where}.log must be true or false (got {log!r})")
+        raise SweepError(f"{where}.log must be true or false (got {_short(log)})")
     if log and low <= 0:
-        raise SweepError(f"{where}: a log range must lie above 0 (low is {low!r}); raise low, "
+        raise SweepError(f"{where}: a log range must lie above 0 (low is {_short(low)}); raise low, "
                          "or drop log: true")
     if low > high:
-        raise SweepError(f"{where}: the range is inverted (low {low!r} > high {high!r}); swap them")
+        raise SweepError(f"{where}: the range is inverted (low {_short(low)} > high {_short(high)}); "
+                         "swap them")
     if low == high:
-        raise SweepError(f"{where}: the range is empty (low = high = {low!r}); put a single value "
+        raise SweepError(f"{where}: the range is empty (low = high = {_short(low)}); put a single value "
                          "under fixed:")
     return Parameter(name, kind(field).__name__, low=low, high=high, log=log)
 
@@ -270,13 +340,13 @@ def _fixed_value(name: str, value, where: str):
           bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}[wanted]
     if not ok(value):
         shown = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[wanted]
-        raise SweepError(f"{where}: {flag(field)} takes {shown} (got {value!r})")
+        raise SweepError(f"{where}: {flag(field)} takes {shown} (got {_short(value)})")
     if wanted is float:
         value = float(value)
         if not math.isfinite(value):
-            raise SweepError(f"{where}: {flag(field)} must be finite (got {value!r})")
+            raise SweepError(f"{where}: {flag(field)} must be finite (got {_short(value)})")
     try:
         Config(**{name: value}).validate()
     except ConfigError as e:
-        raise SweepError(f"{where}: {e}") from None
+        raise SweepError(f"{where}: {_shortened(e)}") from None
     return value

@@ -1,22 +1,28 @@
 """The Optuna study behind a sweep: its storage, sampler and pruner, and who runs which trial.
 
 <log-dir>/sweeps/<name>/ holds the study: journal.log (Optuna's JournalStorage, made for several
-processes sharing one file), sweep.json (the parameter space the study was started with), the
-sweepers' lock files (leases.py) and summary.json. Trials are run folders under <log-dir>/fit.
+processes sharing one file; `Journal` below keeps it readable after a full disk), sweep.json (the
+parameter space the study was started with), the sweepers' lock files (leases.py) and summary.json.
+Trials are run folders under <log-dir>/fit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from app import runs
 from app.sweep import leases
-from app.sweep.spec import Sweep, check_same_space, sweep_dir
+from app.sweep.spec import Sweep, SweepError, check_same_space, sweep_dir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
@@ -33,11 +39,117 @@ def open_study(sweep: Sweep, log_dir: str) -> optuna.Study:
     with leases.claiming(folder):
         check_same_space(sweep, log_dir)
         if not (folder / "sweep.json").is_file():
-            runs.write_json(folder / "sweep.json", {"space": sweep.space(), "file": sweep.source})
-        storage = JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+            try:
+                runs.write_json(folder / "sweep.json", {"space": sweep.space(), "file": sweep.source})
+            except OSError as e:
+                raise unwritable(folder / "sweep.json", e) from None
+        storage = _storage(folder / "journal.log")
         return optuna.create_study(storage=storage, study_name=sweep.name, load_if_exists=True,
                                    direction=sweep.direction, sampler=_sampler(sweep),
                                    pruner=_pruner(sweep))
+
+
+class Journal(JournalFileBackend):
+    """Optuna's JournalFileBackend, whose appends are whole lines or nothing.
+
+    Optuna appends a line under its lock and never looks back: a write cut short (a full disk, a
+    sweeper killed mid-write) leaves part of a line, the next append glues its record onto it, and
+    from then on no sweeper can load the study (a corrupt line in the middle). Here a failed append
+    is cut back off, and a partial last line still there is cut off before anything else is
+    written, when the study is opened and before every append: under Optuna's own lock, which
+    every writer holds while it appends, so never while a write is under way. A partial line is a
+    write that never completed: Optuna's reader skips it, so no finished trial is lost.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = JournalFileSymlinkLock(str(path))  # Optuna's default lock, the one its writers take
+        super().__init__(str(path), lock_obj=self.lock)
+        with self._locked():
+            self._cut_partial_line()
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        # As JournalFileBackend.append_logs writes them: one compact JSON record per line, fsynced.
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
+        with self._locked():
+            self._cut_partial_line()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                end = os.fstat(fd).st_size
+                try:
+                    left = memoryview(text)
+                    while left:
+                        left = left[os.write(fd, left):]
+                except OSError as e:
+                    with contextlib.suppress(OSError):  # else the next writer cuts it
+                        os.ftruncate(fd, end)
+                    raise unwritable(self.path, e) from None
+                try:
+                    # Whole lines by now, which other sweepers may have read: kept, even if unsynced.
+                    os.fsync(fd)
+                except OSError as e:
+                    raise unwritable(self.path, e) from None
+            finally:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def _cut_partial_line(self) -> None:
+        with open(self.path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0 or os.pread(f.fileno(), 1, size - 1) == b"\n":
+                return
+            end = size
+            while end > 0:  # back to the last newline, a chunk at a time
+                start = max(0, end - 65536)
+                at = os.pread(f.fileno(), end - start, start).rfind(b"\n")
+                if at >= 0:
+                    end = start + at + 1
+                    break
+                end = start
+            try:
+                f.truncate(end)
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise unwritable(self.path, e) from None
+        print(f"note: {self.path} ended in a write that never completed ({size - end} bytes, a full disk "
+              "or a sweeper stopped mid-write); cut it off, every finished trial is kept",
+              file=sys.stderr, flush=True)
+
+
+def _storage(path: Path) -> JournalStorage:
+    try:
+        return JournalStorage(Journal(path))
+    except ValueError:  # json.JSONDecodeError too: a corrupt line before the last
+        with open(path, "rb") as f:
+            number = next((n for n, line in enumerate(f, 1) if not _whole_record(line)), None)
+        if number is None:
+            raise
+    raise SweepError(f"{path}: line {number} is not a whole record, so the study cannot be read (an older "
+                     "version's journal after a full disk?); keep a copy, then delete that line and the "
+                     f"rest to keep the trials before it, or move {path.parent} away to start afresh")
+
+
+def _whole_record(line: bytes) -> bool:
+    try:
+        return line.endswith(b"\n") and isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def unwritable(path: Path, e: OSError) -> Exception:
+    """The one line a sweeper ends with (exit 1) when the study cannot be written: a full disk, say."""
+    from app.train import RunFailed  # app.train imports TensorFlow, which a sweeper has loaded already
+
+    return RunFailed(f"cannot write {path} ({e.strerror or e}); the study keeps every finished trial, "
+                     "with nothing half-written. Free space or fix the folder, then run the same command "
+                     "again: an interrupted trial continues from its last completed epoch")
 
 
 def _sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
@@ -138,5 +250,8 @@ def write_summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, lo
     folder = sweep_dir(log_dir, sweep.name)
     with leases.claiming(folder):  # one writer of summary.json (and its temporary file) at a time
         report = summary(study, sweep, sweeper, log_dir)
-        runs.write_json(folder / "summary.json", report)
+        try:
+            runs.write_json(folder / "summary.json", report)
+        except OSError as e:
+            raise unwritable(folder / "summary.json", e) from None
     return report

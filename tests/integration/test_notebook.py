@@ -22,6 +22,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
+from tensorboard import manager
 
 NOTEBOOK = ROOT / "notebooks" / "mnist_tensorboard.ipynb"
 RUN = "nb-test"
@@ -181,3 +182,24 @@ def test_the_kernels_stop_button_stops_training_and_the_same_cell_continues_the_
     assert re.search(r"^run .*stopped: test accuracy", again, re.MULTILINE), again
     done = json.loads((tmp_path / "logs" / "fit" / "stopped" / "metrics.json").read_text())
     assert done["epochs_completed"] == 12
+
+
+def test_the_magic_gets_a_log_dir_with_spaces_and_shell_characters_whole(tmp_path):
+    """`%tensorboard` splits its line as a shell would (shlex, `#` starting a comment): log_dir is quoted."""
+    log_dir = tmp_path / "my logs; touch pwned #1 $HOME"
+    notebook, client = executed(tmp_path, epochs=1, data=str(SLICE), log_dir=str(log_dir), run_name=RUN)
+    magic = cell_with(notebook, "%tensorboard")
+    with client.setup_kernel(env=kernel_env(tmp_path), cwd=str(ROOT / "notebooks")):
+        for index, cell in enumerate(notebook.cells[:notebook.cells.index(magic) + 1]):
+            client.execute_cell(cell, index)
+        info_files = sorted((tmp_path / "tmp" / ".tensorboard-info").glob("pid-*.info"))
+        info = [json.loads(p.read_text()) for p in info_files]
+    for started in info:
+        try:
+            os.kill(started["pid"], 15)
+        except ProcessLookupError:
+            pass
+    # The arguments TensorBoard was started with, as its own cache key records them (cwd: the root).
+    arguments = ["--logdir", str(log_dir / "fit"), "--reload_interval", "2"]
+    assert [(i["logdir"], i["cache_key"]) for i in info] == [
+        (str(log_dir / "fit"), manager.cache_key(str(ROOT), arguments, {}))], magic.outputs

@@ -147,3 +147,32 @@ def test_an_npz_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
         archive.writestr("x_train.npy", npy.getvalue())
     message, peak_mb, _ = loading_in_a_fresh_process(tmp_path / "huge.npz")
     assert "x_train has shape (1000000000, 28, 28)" in message and peak_mb < 250
+
+
+def _npz_with_header(tmp_path, key: str, header: dict):
+    """The slice, but `key`'s .npy header replaced by `header`, followed by the slice's own bytes."""
+    arrays = {k: v for k, v in slice_arrays().items() if k != key}
+    path = tmp_path / "claims.npz"
+    np.savez(path, **arrays)
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_2_0(npy, {"fortran_order": False, **header})
+    npy.write(slice_arrays()[key].tobytes())
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(f"{key}.npy", npy.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("key, header, says", [
+    # A million 28x28 images passes the count check, but each pixel claims 1,400 bytes: 1.1 TB.
+    ("x_train", {"descr": "|V1400", "shape": (1_000_000, 28, 28)},
+     "x_train has dtype |V1400, expected uint8"),
+    ("x_train", {"descr": "<f8", "shape": (1_000_000, 28, 28)}, "x_train has dtype float64, expected uint8"),
+    ("x_test", {"descr": "|u1", "shape": (300, 28, 28_000_000)}, "x_test has shape (300, 28, 28000000)"),
+    ("y_train", {"descr": "<U100000", "shape": (1_000_000,)},  # 373 GiB of text
+     "y_train has shape (1000000,) and dtype <U100000"),
+    ("y_test", {"descr": "|u1", "shape": (1_000, 1_000_000)}, "y_test has shape (1000, 1000000)"),
+])
+def test_an_npz_header_claiming_terabytes_is_refused_by_its_dtype_before_allocating(tmp_path, key, header,
+                                                                                     says):
+    message, peak_mb, _ = loading_in_a_fresh_process(_npz_with_header(tmp_path, key, header))
+    assert says in message and peak_mb < 250, (message, peak_mb)

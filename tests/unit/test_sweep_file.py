@@ -164,3 +164,62 @@ def test_the_benchmark_draws_the_same_trials_every_time_within_the_space():
     assert all(0.0005 <= t["learning_rate"] <= 0.02 and t["batch_size"] in (64, 128, 256, 512) for t in first)
     rounds = [{"wall_seconds": s, "pruned": p} for s, p in ((9.0, 1), (7.0, 2), (8.0, 3))]
     assert bench._median(rounds) == {"wall_seconds": 8.0, "pruned": 3, "wall_seconds_each": [9.0, 7.0, 8.0]}
+
+
+# --- hostile sweep files: each costs little to write and must cost little to refuse ------------------
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs": each level an alias list of ten of the one before, 10**levels items in all."""
+    text = "name: [&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+    for level in range(1, levels):
+        text += f", &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]"
+    return text + "]\n"
+
+
+def test_yaml_aliases_are_refused_in_one_short_line(tmp_path):
+    """233 bytes with nested aliases gave an error of 358 KB, ten times more per level."""
+    line = refused(tmp_path, _laughs(5))
+    assert len(_laughs(5)) < 300 and len(line) < 300
+    assert "anchors and aliases (&name, *name) are not accepted" in line and "line 1" in line
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("name: s", "name: &n s"),  # an anchor alone
+    GOOD.replace("epochs: 1", "epochs: 1\n  seed: *e").replace("fixed:", "fixed: &e"),
+    "base: &b {epochs: 1}\n" + GOOD.replace("  epochs: 1", "  <<: *b"),  # a merge key
+])
+def test_every_anchor_alias_or_merge_key_is_refused(tmp_path, text):
+    assert "anchors and aliases (&name, *name) are not accepted" in refused(tmp_path, text)
+
+
+def test_a_sweep_file_over_its_size_cap_is_refused(tmp_path):
+    line = refused(tmp_path, GOOD + "# " + "x" * spec.MAX_FILE_BYTES + "\n")
+    assert f"larger than {spec.MAX_FILE_BYTES // 1024} KiB" in line and len(line) < 300
+
+
+def test_yaml_nested_too_deeply_is_refused_in_one_line(tmp_path):
+    line = refused(tmp_path, "name: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert "nested more than" in line and len(line) < 300
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("name: s", "name: " + "n" * 20000),
+    GOOD + f"sampler: {'s' * 20000}\n",
+    GOOD + f"{'k' * 1000}: 1\n",  # YAML's longest key
+    GOOD.replace("epochs: 1", f"lr_schedule: {'c' * 20000}"),
+    GOOD.replace("[32, 64]", f"[{', '.join(['64'] * 5000)}]"),
+    GOOD.replace("log: true", f"log: {'t' * 20000}"),
+])
+def test_long_values_are_shortened_in_the_message(tmp_path, text):
+    line = refused(tmp_path, text)
+    assert len(line) < 400, line[:500]
+    assert "..." in line
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("trials: 2", f"trials: {'9' * 5000}"),  # more digits than Python converts
+    GOOD.replace("name: s", "name: 2026-13-45"),  # a date YAML reads, which does not exist
+])
+def test_values_yaml_cannot_convert_are_refused_in_one_line(tmp_path, text):
+    line = refused(tmp_path, text)
+    assert "out of range" in line and "quote it" in line and len(line) < 300
