@@ -18,6 +18,11 @@ why (docs/kubernetes.md#sweeps-with-katib has the whole story):
   that reads that claim. Its run folder is the Katib trial's own name.
 - metrics: Katib's StdOut collector, with app/metric_lines.py's filter on the lines the trainer
   prints once per epoch: early stopping needs metrics while the trial runs.
+- network: the trials' pods carry `app.kubernetes.io/instance: <experiment>`, and the printed YAML holds,
+  after the Experiment, the NetworkPolicies that isolate them (`network_policies`): TensorFlow's port
+  2222 has no authentication, so a trial's pods are reached only by the pods of the same Experiment's
+  trials (a NetworkPolicy cannot name a trial's TFJob before Katib names it), and reach only those, the
+  DNS, HTTPS to public addresses (the MNIST download) and Katib's services for the metrics collector.
 
 Imports neither Optuna nor TensorFlow: like the sweep file's checks, this answers at once.
 """
@@ -45,7 +50,9 @@ LOG_DIR, LOG_MOUNT = "logs", "/app/logs"
 EXPERIMENT_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 EXPERIMENT_NAME_MAX = 40
 RUN_NAME_PARAMETER = "run_name"
-IMAGE = "mnist-tensorboard/trainer:latest"  # what deploy/kubernetes renders; retag with kustomize
+# The project's version (pyproject.toml), the tag deploy/kubernetes/components/image gives every pod; a
+# test keeps them equal. Never `latest`. A digest or a registry: that component (kustomize), or an overlay.
+IMAGE = "mnist-tensorboard/trainer:0.4.0"
 CONTAINER = "tensorflow"  # the training operator gives TF_CONFIG to the container of this name only
 # The label the training operator (release 1.9, TFJobReconciler.IsMasterRole) gives the Chief's pod
 # and no other when the job has a Chief: the pod that writes the run and prints the metrics.
@@ -55,6 +62,15 @@ PRIMARY_POD_LABELS = {"training.kubeflow.org/job-role": "master"}
 SUCCESS_CONDITION = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 LABELS = {"app.kubernetes.io/name": "mnist-tensorboard", "app.kubernetes.io/component": "trainer"}
+# On every trial's pods, with the Experiment's name: what the trials' NetworkPolicies select.
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+# Where Katib's services listen (Katib 0.19's manifests, not checked on a cluster here): the DB manager,
+# to which the metrics collector in the trial's chief reports, in Katib's namespace; the early-stopping
+# service (medianstop), beside the suggestion service in the Experiment's namespace.
+KATIB_NAMESPACE, KATIB_DB_MANAGER_PORT, KATIB_EARLY_STOPPING_PORT = "kubeflow", 6789, 6788
+# The cluster's DNS, as deploy/kubernetes/base/networkpolicy.yaml names it (CoreDNS's usual label).
+DNS_PODS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
 
 
 def experiment_name(sweep: Sweep) -> str:
@@ -103,7 +119,7 @@ def experiment(sweep: Sweep) -> dict:
                 *({"name": p.name, "reference": p.name, "description": f"the trial's {p.name}"}
                   for p in sweep.parameters),
             ],
-            "trialSpec": trial_job(trainer_args(sweep)),
+            "trialSpec": trial_job(trainer_args(sweep), name),
         },
     }
     return {"apiVersion": API_VERSION, "kind": "Experiment",
@@ -162,14 +178,17 @@ def _check_fixed(sweep: Sweep) -> None:
                              "spaces or shell characters")
 
 
-def trial_pod_template(args: list[str]) -> dict:
-    """The pod template of deploy/kubernetes/base/tfjob.yaml, running `python -m app` with `args`.
+def trial_pod_template(args: list[str], experiment: str = "") -> dict:
+    """The pod template of deploy/kubernetes/base/tfjob.yaml, running `python -m app` with `args`, its
+    pods labelled as the trials of `experiment` (INSTANCE_LABEL).
 
     `command` is written out although the image's entry point is the same: without it, Katib's pod
     webhook asks the image's registry for the entry point (to wrap the command for the collector),
     which fails for an image the webhook cannot pull, such as one loaded into kind.
     """
     template = copy.deepcopy(POD_TEMPLATE)
+    if experiment:
+        template["metadata"]["labels"][INSTANCE_LABEL] = experiment
     [container] = template["spec"]["containers"]
     head = {k: container.pop(k) for k in ("name", "image", "imagePullPolicy")}
     template["spec"]["containers"] = [{**head, "command": ["python3", "-m", "app"], "args": list(args),
@@ -177,10 +196,10 @@ def trial_pod_template(args: list[str]) -> dict:
     return template
 
 
-def trial_job(args: list[str]) -> dict:
+def trial_job(args: list[str], experiment: str = "") -> dict:
     """A TFJob like deploy/kubernetes/base/tfjob.yaml's (Chief and one Worker) without a name: Katib
     names it after the trial."""
-    replica = {"replicas": 1, "restartPolicy": "OnFailure", "template": trial_pod_template(args)}
+    replica = {"replicas": 1, "restartPolicy": "OnFailure", "template": trial_pod_template(args, experiment)}
     return {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"labels": dict(LABELS)},
             "spec": {"runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 10},
                      "tfReplicaSpecs": {"Chief": copy.deepcopy(replica), "Worker": copy.deepcopy(replica)}}}
@@ -192,6 +211,8 @@ def trial_job(args: list[str]) -> dict:
 POD_TEMPLATE = {
     "metadata": {"labels": dict(LABELS)},
     "spec": {
+        # The trainer never talks to the Kubernetes API: no service-account token in the pod.
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                             "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}},
@@ -212,7 +233,42 @@ POD_TEMPLATE = {
 }
 
 
+def network_policies(exp: dict) -> list[dict]:
+    """The NetworkPolicies of the Experiment's trials, as deploy/kubernetes/base/networkpolicy.yaml's
+    for the single TFJob (whose comments say why each rule is there), but selecting every trial of this
+    Experiment by INSTANCE_LABEL: the training operator's job-name label has a value per trial that
+    Katib chooses when it makes the trial, so no policy written before can name it."""
+    name = exp["metadata"]["name"]
+    trials = {"matchLabels": {"app.kubernetes.io/name": LABELS["app.kubernetes.io/name"],
+                              INSTANCE_LABEL: name}}
+    labels = {**LABELS, "app.kubernetes.io/component": "sweep"}
+
+    def policy(suffix: str, types: list[str], **rules) -> dict:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": f"{name}-{suffix}", "labels": dict(labels)},
+                "spec": {"podSelector": copy.deepcopy(trials), "policyTypes": types, **rules}}
+
+    def tcp(port: int) -> dict:
+        return {"protocol": "TCP", "port": port}
+
+    dns = {"to": [copy.deepcopy(DNS_PODS)], "ports": [{"protocol": "UDP", "port": 53}, tcp(53)]}
+    public = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                           "100.64.0.0/10", "169.254.0.0/16"]}},
+              {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}}]
+    katib_namespace = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KATIB_NAMESPACE}}}
+    katib = [{"to": [katib_namespace], "ports": [tcp(KATIB_DB_MANAGER_PORT)]},
+             {"to": [{"podSelector": {}}], "ports": [tcp(KATIB_EARLY_STOPPING_PORT)]}]
+    return [policy("deny-all", ["Ingress", "Egress"]),
+            policy("peers", ["Ingress", "Egress"],
+                   ingress=[{"from": [{"podSelector": copy.deepcopy(trials)}]}],
+                   egress=[{"to": [{"podSelector": copy.deepcopy(trials)}]}, dns]),
+            policy("download", ["Egress"], egress=[{"to": public, "ports": [tcp(443)]}]),
+            policy("katib", ["Egress"], egress=katib)]
+
+
 def to_yaml(obj: dict, command: str) -> str:
-    header = (f"# A Katib v1beta1 Experiment (Katib 0.19): {command}\n"
+    """The Experiment `obj`, then its trials' NetworkPolicies: one file for `kubectl apply -f`."""
+    header = (f"# A Katib v1beta1 Experiment (Katib 0.19) and its trials' NetworkPolicies: {command}\n"
               "# Generated: change the sweep file and run that again. docs/kubernetes.md#sweeps-with-katib\n")
-    return header + yaml.safe_dump(obj, sort_keys=False, width=110)
+    return header + "---\n".join(yaml.safe_dump(each, sort_keys=False, width=110)
+                                  for each in (obj, *network_policies(obj)))

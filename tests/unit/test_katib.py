@@ -21,8 +21,13 @@ What checks what (Katib 0.19.0, training operator release 1.9; docs/kubernetes.m
   template; its command parsed by the trainer's own parser; and (tests/integration/test_katib_trials.py)
   run for real for one epoch, its output parsed as Katib's collector parses it, which must give the
   objective and every additional metric.
-- deploy/kubernetes/sweep rendered with kubectl's kustomize: the claim, TensorBoard and an Experiment equal
-  to the command's output.
+- deploy/kubernetes/sweep rendered with kubectl's kustomize: TensorBoard and an Experiment equal to the
+  command's output, no claim (deploy/kubernetes/storage holds it).
+- The NetworkPolicies printed after the Experiment: valid, a default deny for every trial pod, the trials
+  of one Experiment reaching each other and no other trainer, Katib's services reachable.
+- The trial's chief as Katib's pod webhook changes it for the StdOut collector (the sidecar
+  metrics-logger-and-collector, a shared process namespace, an emptyDir), against the restricted Pod
+  Security Standard: refused without Katib's `injectSecurityContext`, admitted with it.
 
 Every check is shown to reject a broken copy. What this cannot show: that Katib and the operator run it.
 """
@@ -43,14 +48,26 @@ from helpers import ROOT, cli_env, run_main
 from kubeflow.training.utils.utils import FakeResponse
 from test_kubernetes import (
     DEPLOY,
+    KATIB_DB,
     RETAGGED,
+    STRANGER,
+    SUGGESTION,
+    allowed,
+    by_where,
     container,
     core_problems,
+    denies_all,
     hardening_problems,
     kustomize,
+    label_selects,
     load_documents,
     mounts,
+    network_policy_problems,
     only,
+    operator_pod_labels,
+    pod_template_problems,
+    pods,
+    restricted_problems,
     retagged,
     strict_model_problems,
     tfjob_problems,
@@ -328,22 +345,6 @@ def trial_template_problems(exp: dict) -> list[str]:
     if not job.get("apiVersion") or not job.get("kind"):
         problems.append("spec.trialTemplate: APIVersion and Kind must be specified")
     return problems
-
-
-def operator_pod_labels(job: dict, rtype: str, index: int) -> dict[str, str]:
-    """The labels the training operator (release 1.9, JobController.createNewPod) gives the pod of
-    replica `rtype` number `index`: the template's, then its own over them."""
-    specs = job["spec"]["tfReplicaSpecs"]
-    labels = dict(((specs[rtype].get("template") or {}).get("metadata") or {}).get("labels") or {})
-    labels.update({"training.kubeflow.org/operator-name": "tfjob-controller",
-                   "training.kubeflow.org/job-name": job["metadata"]["name"],
-                   "training.kubeflow.org/replica-type": rtype.lower(),
-                   "training.kubeflow.org/replica-index": str(index)})
-    # TFJobReconciler.IsMasterRole: the Chief (or Master) if there is one, else worker 0.
-    has_chief = any(r in ("Chief", "Master") for r in specs)
-    if rtype in ("Chief", "Master") if has_chief else (rtype == "Worker" and index == 0):
-        labels["training.kubeflow.org/job-role"] = "master"
-    return labels
 
 
 def after_admission_problems(exp: dict) -> list[str]:
@@ -714,6 +715,10 @@ def test_the_trial_is_the_single_tfjob_but_for_its_name_and_command(experiments)
     for job in (base, trial):
         job["metadata"] = {"labels": job["metadata"]["labels"]}
         for spec in job["spec"]["tfReplicaSpecs"].values():
+            # The trials' pods are told apart by their Experiment, for their NetworkPolicies.
+            if job is trial:
+                labels = spec["template"]["metadata"]["labels"]
+                assert labels.pop(katib_sweep.INSTANCE_LABEL) == exp["metadata"]["name"]
             tensorflow = container(spec["template"]["spec"], katib_sweep.CONTAINER)
             tensorflow.pop("command", None)
             tensorflow.pop("args")
@@ -812,7 +817,8 @@ def test_the_command_prints_the_experiment_and_writes_nothing(tmp_path):
     (tmp_path / "sweeps" / "default.yaml").write_text(DEFAULT.read_text())
     result = sweep_cli("sweeps/default.yaml", "--katib", cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert load_documents(result.stdout) == [generated()]
+    exp = generated()
+    assert load_documents(result.stdout) == [exp, *katib_sweep.network_policies(exp)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweeps"]  # no logs/, no study
 
 
@@ -820,8 +826,8 @@ def test_flags_fix_settings_in_every_trial(tmp_path):
     result = sweep_cli(str(DEFAULT), "--katib", "--trials", "4", "--data", "/data/mnist.npz", cwd=tmp_path,
                        env={"SWEEP_ARGS": "--epochs 2"})
     assert result.returncode == 0, result.stderr
-    [exp] = load_documents(result.stdout)
-    assert exp["spec"]["maxTrialCount"] == 4
+    exp, *policies = load_documents(result.stdout)
+    assert exp["spec"]["maxTrialCount"] == 4 and {p["kind"] for p in policies} == {"NetworkPolicy"}
     config = trainer_settings(exp, sample_values(exp))["Chief"]
     assert (config.epochs, config.data) == (2, "/data/mnist.npz")
 
@@ -872,17 +878,24 @@ def test_the_committed_experiment_is_the_commands_output():
         "> deploy/kubernetes/sweep/experiment.yaml")
 
 
-def test_the_sweep_overlay_renders_the_claim_tensorboard_and_the_experiment():
+def test_the_sweep_overlay_renders_tensorboard_and_the_experiment_with_its_policies():
     objects = kustomize(SWEEP_OVERLAY)
     assert sorted((o["apiVersion"], o["kind"]) for o in objects) == [
-        ("apps/v1", "Deployment"), ("kubeflow.org/v1beta1", "Experiment"), ("v1", "PersistentVolumeClaim"),
-        ("v1", "Service")]
-    assert only(objects, "Experiment") == generated()
-    assert problems(only(objects, "Experiment")) == []
+        ("apps/v1", "Deployment"), ("kubeflow.org/v1beta1", "Experiment"),
+        *[("networking.k8s.io/v1", "NetworkPolicy")] * 5, ("v1", "Service")]
+    exp = only(objects, "Experiment")
+    assert exp == generated()
+    assert problems(exp) == []
     base = kustomize(DEPLOY)
-    for kind in ("Deployment", "PersistentVolumeClaim", "Service"):
+    for kind in ("Deployment", "Service"):
         assert only(objects, kind) == only(base, kind), kind
         assert core_problems(only(objects, kind)) == []
+    tensorboard_policy = [p for p in base if p["metadata"]["name"] == "mnist-tensorboard-deny-all"]
+    def name(obj):
+        return obj["metadata"]["name"]
+
+    assert sorted((o for o in objects if o["kind"] == "NetworkPolicy"), key=name) == sorted(
+        tensorboard_policy + katib_sweep.network_policies(exp), key=name)
 
 
 def test_the_sweep_overlay_retags_the_trials_and_tensorboard_alike(tmp_path):
@@ -892,6 +905,110 @@ def test_the_sweep_overlay_retags_the_trials_and_tensorboard_alike(tmp_path):
     found = [c["image"] for spec in replicas for c in spec["template"]["spec"]["containers"]]
     found += [c["image"] for c in only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]]
     assert found == [RETAGGED] * 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trials' NetworkPolicies, and their pods under the restricted Pod Security Standard
+
+
+def trial_pods(exp: dict, suffix: str = SUFFIX) -> dict[str, object]:
+    """The pods of one trial of `exp`, with the labels the training operator gives them."""
+    job = run_spec(exp, sample_values(exp))
+    job["metadata"]["name"] = f"{exp['metadata']['name']}-{suffix}"
+    return {each.where.split(".", 1)[1]: each for each in pods([job])}
+
+
+@pytest.mark.parametrize("which", ["default", "every kind", "grid"])
+def test_every_trial_pod_is_isolated_and_reaches_only_its_experiments_trials(experiments, which):
+    exp = experiments[which]
+    policies = katib_sweep.network_policies(exp)
+    assert [network_policy_problems(p) for p in policies] == [[]] * len(policies)
+    one, another = trial_pods(exp), trial_pods(exp, "c4d8n2wq")
+    for each in (*one.values(), *another.values()):
+        assert any(denies_all(p) and label_selects(p["spec"]["podSelector"], each.labels) for p in policies)
+    # One trial's chief and worker reach each other; so do two trials of one Experiment (a NetworkPolicy
+    # cannot name a trial's TFJob before Katib does).
+    assert allowed(policies, one["Chief[0]"], one["Worker[0]"], 2222)
+    assert allowed(policies, one["Worker[0]"], one["Chief[0]"], 2222)
+    assert allowed(policies, another["Chief[0]"], one["Worker[0]"], 2222)
+    # Nothing else does: another Experiment's trials, the single TFJob, TensorBoard, any other pod.
+    name = exp["metadata"]["name"]
+    other_exp = json.loads(json.dumps(exp).replace(f'"{katib_sweep.INSTANCE_LABEL}": "{name}"',
+                                                   f'"{katib_sweep.INSTANCE_LABEL}": "other-trial"'))
+    other_exp["metadata"]["name"] = "other-trial"
+    everything = policies + katib_sweep.network_policies(other_exp) + [
+        p for p in kustomize(DEPLOY) if p["kind"] == "NetworkPolicy"]
+    training = by_where(kustomize(DEPLOY))
+    outsiders = [*trial_pods(other_exp).values(), training["TFJob/mnist-tfjob.Chief[0]"],
+                 training["Deployment/mnist-tensorboard"], STRANGER]
+    for outsider in outsiders:
+        assert not allowed(everything, outsider, one["Worker[0]"], 2222), outsider
+        assert not allowed(everything, one["Chief[0]"], outsider, 2222), outsider
+    # Katib's collector in the chief reports to the DB manager and to the early-stopping service.
+    assert allowed(policies, one["Chief[0]"], KATIB_DB, katib_sweep.KATIB_DB_MANAGER_PORT)
+    assert allowed(policies, one["Chief[0]"], SUGGESTION, katib_sweep.KATIB_EARLY_STOPPING_PORT)
+    assert not allowed(policies, one["Chief[0]"], KATIB_DB, 5432)
+
+
+def test_the_trial_policies_are_the_single_tfjobs_but_for_the_selector():
+    """Trials and the single TFJob are let reach the same things, but for Katib's services."""
+    exp = generated()
+    trials = {p["metadata"]["name"].removeprefix("default-trial-"): p
+              for p in katib_sweep.network_policies(exp)}
+    single = {p["metadata"]["name"].removeprefix("mnist-tfjob-"): p for p in kustomize(DEPLOY)
+              if p["kind"] == "NetworkPolicy" and p["metadata"]["name"].startswith("mnist-tfjob-")}
+    assert sorted(trials) == sorted([*single, "katib"])
+    job_selector = {"matchLabels": {"training.kubeflow.org/job-name": "mnist-tfjob"}}
+    trial_selector = trials["deny-all"]["spec"]["podSelector"]
+    for name, policy in single.items():
+        text = json.dumps(policy["spec"]).replace(json.dumps(job_selector), json.dumps(trial_selector))
+        assert json.loads(text) == trials[name]["spec"], name
+
+
+# Katib 0.19's pod webhook on a trial's primary pod with the StdOut collector (as documented in
+# docs/kubernetes.md; its source was not at hand here): the command run through `sh -c` into a file on
+# an emptyDir at /var/log/katib, a shared process namespace, and the sidecar metrics-logger-and-collector,
+# whose securityContext is a copy of the primary container's only when katib-config sets
+# init.controller.injectSecurityContext: true.
+COLLECTOR = "metrics-logger-and-collector"
+
+
+def katib_mutated(pod_spec: dict, primary: str, inject_security_context: bool) -> dict:
+    pod = copy.deepcopy(pod_spec)
+    pod["shareProcessNamespace"] = True
+    pod["volumes"].append({"name": "metrics-volume", "emptyDir": {}})
+    mount = {"name": "metrics-volume", "mountPath": "/var/log/katib"}
+    main = container(pod, primary)
+    main["command"] = ["sh", "-c", " ".join(main.pop("command") + main.pop("args", []))
+                       + " 1>/var/log/katib/metrics.log 2>&1 && echo completed > /var/log/katib/$$$$.pid"]
+    main["volumeMounts"].append(mount)
+    sidecar = {"name": COLLECTOR, "image": "ghcr.io/kubeflow/katib/file-metrics-collector:v0.19.0",
+               "args": ["-path", "/var/log/katib/metrics.log"],
+               "resources": {"requests": {"cpu": "50m", "memory": "10Mi"},
+                             "limits": {"cpu": "500m", "memory": "100Mi"}},
+               "volumeMounts": [dict(mount)]}
+    if inject_security_context:
+        sidecar["securityContext"] = copy.deepcopy(main.get("securityContext"))
+    pod["containers"].append(sidecar)
+    return pod
+
+
+@pytest.mark.parametrize("inject", [False, True])
+def test_the_trial_chief_with_katibs_collector_is_restricted_only_with_inject_security_context(experiments,
+                                                                                              inject):
+    exp = experiments["default"]
+    one = trial_pods(exp)
+    chief = katib_mutated(one["Chief[0]"].spec, exp["spec"]["trialTemplate"]["primaryContainerName"], inject)
+    assert pod_template_problems({"spec": chief}, "trial chief") == []
+    found = restricted_problems(chief, "chief")
+    if inject:
+        assert found == []
+        assert hardening_problems(chief, "chief") == []  # the read-only root filesystem too
+    else:
+        assert found == [f"chief.containers[{COLLECTOR}]: allowPrivilegeEscalation != false",
+                         f"chief.containers[{COLLECTOR}]: unrestricted capabilities (must drop ALL)"]
+    # Katib adds its collector to the primary pod only: the workers are as the trial template says.
+    assert restricted_problems(one["Worker[0]"].spec, "worker") == []
 
 
 def test_the_docs_show_the_commands():

@@ -4,7 +4,9 @@ cluster, no KServe, no network.
 What checks what (KServe v0.20.0; docs/kubernetes.md#serving-on-kubernetes-kserve):
 
 - kustomize, the one built into kubectl, renders deploy/kubernetes/serving as `kubectl apply -k` would:
-  exactly the InferenceService, and no claim (deleting the serving never deletes the runs).
+  exactly the InferenceService and its NetworkPolicy, and no claim (deleting the serving never deletes
+  the runs). The NetworkPolicies of this folder and of the publish Job are checked with every other in
+  tests/unit/test_kubernetes.py (valid, a default deny for each pod, no connection in or out).
 - The InferenceService against KServe's own CRD schema for serving.kserve.io/v1beta1 at v0.20.0,
   vendored in tests/data/kserve/ (tools/vendor_kserve_schema.py), with jsonschema: every field name and
   type, strictly. Kubernetes prunes or (kubectl's strict field validation) refuses fields a structural
@@ -66,7 +68,7 @@ KSERVE_COMMIT = "1fb781055dd1567164358233e1125142ca6ef1fe"  # the tag's commit i
 # runtimeVersion must be it, and docker-compose.yml's serving image must end with it.
 TF_SERVING_VERSION = "2.20.0"
 RUNTIME = "kserve-tensorflow-serving"  # KServe's ClusterServingRuntime for tensorflow, versions "1" and "2"
-CLAIM = "mnist-logs"  # deploy/kubernetes/base/logs-pvc.yaml
+CLAIM = "mnist-logs"  # deploy/kubernetes/storage/logs-pvc.yaml
 CLAIM_MOUNT = "/app/logs"  # where the trainer (and the publish Job) mount it
 MODEL = "model"  # python -m app.publish --name: the model's folder in --models
 STORAGE_URI = f"pvc://{CLAIM}/models/{MODEL}"
@@ -233,10 +235,11 @@ def job() -> dict:
     return only(kustomize(PUBLISH), "Job")
 
 
-def test_kustomize_renders_exactly_the_inferenceservice_and_no_claim(rendered):
-    assert rendered == load_documents((SERVING / "inferenceservice.yaml").read_text())
-    assert [(obj["apiVersion"], obj["kind"]) for obj in rendered] == [("serving.kserve.io/v1beta1",
-                                                                       "InferenceService")]
+def test_kustomize_renders_exactly_the_inferenceservice_its_policy_and_no_claim(rendered):
+    assert [obj for obj in rendered if obj["kind"] == "InferenceService"] == load_documents(
+        (SERVING / "inferenceservice.yaml").read_text())
+    assert sorted((obj["apiVersion"], obj["kind"]) for obj in rendered) == [
+        ("networking.k8s.io/v1", "NetworkPolicy"), ("serving.kserve.io/v1beta1", "InferenceService")]
 
 
 def test_serving_is_a_separate_apply():
@@ -511,7 +514,7 @@ def test_a_broken_publish_job_is_rejected(job, breakage):
 
 
 def test_kustomize_images_retags_the_publish_job(tmp_path):
-    [retagged_job] = retagged(tmp_path, PUBLISH)
+    retagged_job = only(retagged(tmp_path, PUBLISH), "Job")
     assert [c["image"] for c in retagged_job["spec"]["template"]["spec"]["containers"]] == [RETAGGED]
 
 

@@ -18,17 +18,27 @@ What checks what:
   non-empty image, a container named `tensorflow`, at most one Chief or Master. Plus what the operator
   and Kubernetes assume without a schema: only the replica types the controller reconciles, one Chief
   task, a known restartPolicy set on the replica, resource amounts that are quantities, whole GPUs.
-- This project's own rules: the exact trainer command, the hardening of docker-compose.yml, the claim's
-  mounts, TensorBoard's probes and Service.
+- This project's own rules: the exact trainer command, the hardening of docker-compose.yml (and no
+  service-account token), the claim's mounts, TensorBoard's probes and Service.
+- Every folder users apply (ENTRY_POINTS), rendered: the claim in deploy/kubernetes/storage only; no
+  `latest`, the project's version as the tag, a digest in components/image pinning every pod; every
+  pod (with the labels its controller gives it) within the restricted Pod Security Standard, rewritten
+  (restricted_problems); every NetworkPolicy valid, and what they let through, by the NetworkPolicy
+  API's semantics rewritten (`allowed`): a default deny for each pod from its own folder, port 2222
+  between one job's own pods only, the trainers' DNS and HTTPS, nothing in or out of TensorBoard, the
+  predictor and the publish Job.
 
 Every validator is shown to reject a broken copy of the real manifest, so none of them passes by
 accident. What this cannot show: that a cluster schedules the pods, that the storage class offers
-ReadWriteMany, or that the operator's controller does what its source says. No cluster ran here.
+ReadWriteMany, that the network plugin enforces the policies as the API defines them, or that the
+operator's controller does what its source says. No cluster ran here.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 import os
 import re
 import shutil
@@ -288,7 +298,28 @@ def tfjob_problems(job: dict) -> list[str]:
     return problems + sdk_problems(job) + admission_problems(job)
 
 
+def network_policy_problems(policy: dict) -> list[str]:
+    """The schema, then what the API server's validation adds (pkg/apis/networking/validation): the
+    schema leaves policyTypes and protocols as any text."""
+    found = core_problems(policy)
+    if found:
+        return found
+    spec, where = policy["spec"], f"NetworkPolicy/{policy['metadata']['name']}.spec"
+    found += [f"{where}.policyTypes: {kind!r}: supported values are 'Ingress', 'Egress'"
+              for kind in spec.get("policyTypes") or [] if kind not in ("Ingress", "Egress")]
+    for key in ("ingress", "egress"):
+        for i, rule in enumerate(spec.get(key) or []):
+            for each in rule.get("ports") or []:
+                if each.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+                    found.append(f"{where}.{key}[{i}].ports: protocol {each['protocol']!r}: TCP, UDP or SCTP")
+                if "endPort" in each and not isinstance(each.get("port"), int):
+                    found.append(f"{where}.{key}[{i}].ports: endPort needs a numeric port")
+    return found
+
+
 def problems(obj: dict) -> list[str]:
+    if obj.get("kind") == "NetworkPolicy":
+        return network_policy_problems(obj)
     return tfjob_problems(obj) if obj.get("kind") == "TFJob" else core_problems(obj)
 
 
@@ -303,6 +334,9 @@ def hardening_problems(pod_spec: dict, where: str) -> list[str]:
         found.append(f"{where}.securityContext.seccompProfile.type: want RuntimeDefault")
     found += [f"{where}.{key}: must not be true" for key in ("hostNetwork", "hostPID", "hostIPC")
               if pod_spec.get(key)]
+    # No pod here talks to the Kubernetes API: a mounted token would only serve whoever breaks in.
+    if pod_spec.get("automountServiceAccountToken") is not False:
+        found.append(f"{where}.automountServiceAccountToken: want false")
     for each in pod_spec.get("initContainers", []) + pod_spec.get("containers", []):
         at = f"{where}.containers[{each.get('name')}].securityContext"
         ctx = each.get("securityContext") or {}
@@ -338,8 +372,10 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 
 
 # The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/unit/test_katib.py;
-# serving and its publish Job: tests/unit/test_kserve.py).
-ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "serving", DEPLOY / "serving" / "publish")
+# serving and its publish Job: tests/unit/test_kserve.py; storage, the claim, applied once; tensorboard
+# alone, beside Experiments applied with `kubectl apply -f`).
+ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "serving", DEPLOY / "serving" / "publish",
+                DEPLOY / "storage", DEPLOY / "tensorboard")
 
 
 def files_used_by(folder: Path) -> set[Path]:
@@ -374,7 +410,7 @@ def test_kustomize_renders_the_expected_objects(rendered):
     for variant, objects in rendered.items():
         kinds = sorted((obj["apiVersion"], obj["kind"]) for obj in objects)
         assert kinds == [("apps/v1", "Deployment"), ("kubeflow.org/v1", "TFJob"),
-                         ("v1", "PersistentVolumeClaim"), ("v1", "Service")], variant
+                         *[("networking.k8s.io/v1", "NetworkPolicy")] * 4, ("v1", "Service")], variant
 
 
 @pytest.mark.parametrize("field", ["resources", "images"])
@@ -382,9 +418,11 @@ def test_a_misspelt_kustomization_field_fails_the_render(tmp_path, field):
     """kustomize reads its own files strictly: a misspelt `images:` cannot silently run the wrong image."""
     copy_of = tmp_path / "kubernetes"
     shutil.copytree(DEPLOY, copy_of)
-    base = copy_of / "base" / "kustomization.yaml"
+    where = {"resources": "base", "images": "components/image"}[field]
+    base = copy_of / where / "kustomization.yaml"
     base.write_text(re.sub(rf"^{field}:", f"{field[:-1]}:", base.read_text(), flags=re.MULTILINE))
-    with pytest.raises(RenderError, match=f'unknown field "{field[:-1]}"'):
+    # A component's error comes quoted once more: unknown field \"image\".
+    with pytest.raises(RenderError, match=rf'unknown field \\?"{field[:-1]}\\?"'):
         kustomize(copy_of)
 
 
@@ -486,7 +524,7 @@ CORE_BREAKAGES = {
 @pytest.mark.parametrize("breakage", CORE_BREAKAGES)
 def test_a_broken_core_object_is_rejected(rendered, breakage):
     kind, break_it, expected = CORE_BREAKAGES[breakage]
-    obj = copy.deepcopy(only(rendered["cpu"], kind))
+    obj = copy.deepcopy(only(rendered["cpu"] + kustomize(DEPLOY / "storage"), kind))
     break_it(obj)
     found = problems(obj)
     assert any(expected in problem for problem in found), found
@@ -537,6 +575,8 @@ HARDENING_BREAKAGES = {
     "a capability added": (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(
         add=["NET_ADMIN"]), "capabilities"),
     "host network": (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+    "service account token mounted": (lambda p: p.pop("automountServiceAccountToken", None),
+                                      "automountServiceAccountToken"),
 }
 
 
@@ -554,7 +594,7 @@ def test_a_loosened_pod_is_reported(rendered, pod, breakage):
 
 
 def test_the_trainers_share_the_claim_and_tensorboard_reads_it(rendered):
-    claim = only(rendered["cpu"], "PersistentVolumeClaim")
+    claim = only(kustomize(DEPLOY / "storage"), "PersistentVolumeClaim")
     name = claim["metadata"]["name"]
     # Pods on different nodes need ReadWriteMany; the class is the cluster's default.
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -580,9 +620,11 @@ def test_tensorboard_runs_as_in_compose_with_probes_and_a_cluster_ip_service(ren
     assert tensorboard["command"] == compose["entrypoint"] == ["python3", "-m", "app.tensorboard_server"]
     assert tensorboard["args"] == compose["command"] == TENSORBOARD_ARGS
     ports = {port["name"]: port["containerPort"] for port in tensorboard["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = tensorboard[probe]["httpGet"]
         assert get["path"] == "/data/runs", probe
+        # Past the shared answers, which would answer a probe of a failing server from what they keep.
+        assert {"name": "Cache-Control", "value": "no-cache"} in get.get("httpHeaders", []), probe
         assert ports.get(get["port"], get["port"]) == 6006, probe
     service = only(rendered["cpu"], "Service")
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
@@ -602,7 +644,7 @@ def images(objects: list[dict]) -> list[str]:
 
 def test_every_container_runs_the_trainer_image(rendered):
     for variant, objects in rendered.items():
-        assert images(objects) == [f"{IMAGE}:latest"] * 3, variant
+        assert images(objects) == [f"{IMAGE}:{project_version()}"] * 3, variant
 
 
 RETAGGED = "registry.example.com/team/mnist-trainer:abc123"
@@ -657,6 +699,470 @@ def test_a_wrong_resource_amount_is_rejected(rendered, breakage):
     break_it(chief_container(job)["resources"])
     found = tfjob_problems(job)
     assert any(expected in problem for problem in found), found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every entry point: the claim apart, one image, NetworkPolicies, the restricted Pod Security Standard
+
+STORAGE = DEPLOY / "storage"
+IMAGE_COMPONENT = DEPLOY / "components" / "image"
+NAMESPACE = "team"  # the namespace the user applies to; any other name would do
+# What a namespace carries by itself (Kubernetes >= 1.21): namespaceSelectors pick namespaces by it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+@pytest.fixture(scope="session")
+def renders() -> dict[str, list[dict]]:
+    """Every folder docs/kubernetes.md tells users to `kubectl apply -k`, rendered."""
+    return {str(folder.relative_to(DEPLOY.parent)): kustomize(folder) for folder in ENTRY_POINTS}
+
+
+def project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+
+
+def operator_pod_labels(job: dict, rtype: str, index: int) -> dict[str, str]:
+    """The labels the training operator (release 1.9, JobController.createNewPod) gives the pod of
+    replica `rtype` number `index`: the template's, then its own over them."""
+    specs = job["spec"]["tfReplicaSpecs"]
+    labels = dict(((specs[rtype].get("template") or {}).get("metadata") or {}).get("labels") or {})
+    labels.update({"training.kubeflow.org/operator-name": "tfjob-controller",
+                   "training.kubeflow.org/job-name": job["metadata"]["name"],
+                   "training.kubeflow.org/replica-type": rtype.lower(),
+                   "training.kubeflow.org/replica-index": str(index)})
+    # TFJobReconciler.IsMasterRole: the Chief (or Master) if there is one, else worker 0.
+    has_chief = any(r in ("Chief", "Master") for r in specs)
+    if rtype in ("Chief", "Master") if has_chief else (rtype == "Worker" and index == 0):
+        labels["training.kubeflow.org/job-role"] = "master"
+    return labels
+
+
+def trial_job(exp: dict, suffix: str = "x7k2m9qp") -> dict:
+    """A trial's TFJob as Katib makes it from the Experiment: placeholders filled in, named
+    <experiment>-<suffix> (tests/unit/test_katib.py has the faithful version, run_spec)."""
+    name = f"{exp['metadata']['name']}-{suffix}"
+    text = json.dumps(exp["spec"]["trialTemplate"]["trialSpec"]).replace("${trialSpec.Name}", name)
+    job = json.loads(re.sub(r"\$\{trialParameters\.[^}]+\}", "1", text))
+    job.setdefault("metadata", {}).update(name=name)
+    return job
+
+
+class Endpoint:
+    """One end of a connection: a pod (its namespace, labels and named ports) or, with no namespace, an
+    address outside every pod."""
+
+    def __init__(self, where: str, namespace: str | None = NAMESPACE, labels: dict | None = None,
+                 ip: str = "10.244.1.7", ports: dict[str, int] | None = None, spec: dict | None = None):
+        self.where, self.namespace, self.labels, self.ip = where, namespace, dict(labels or {}), ip
+        self.ports, self.spec = dict(ports or {}), spec
+
+    def __repr__(self):
+        return self.where
+
+
+def pod(where: str, labels: dict, spec: dict) -> Endpoint:
+    ports = {p["name"]: p["containerPort"] for c in spec.get("containers", []) for p in c.get("ports", [])
+             if "name" in p}
+    return Endpoint(where, labels=labels, ports=ports, spec=spec)
+
+
+def pods(objects: list[dict]) -> list[Endpoint]:
+    """The pods the controllers make from `objects`, with the labels they give them: the training
+    operator's for a TFJob (a Katib trial is one), the Deployment's and the Job's templates, and KServe's
+    `serving.kserve.io/inferenceservice` over the predictor's labels."""
+    found = []
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in ("TFJob", "Experiment"):
+            job = obj if kind == "TFJob" else trial_job(obj)
+            for rtype, spec in job["spec"]["tfReplicaSpecs"].items():
+                found += [pod(f"{kind}/{name}.{rtype}[{i}]", operator_pod_labels(job, rtype, i),
+                              spec["template"]["spec"]) for i in range(spec.get("replicas", 1))]
+        elif kind in ("Deployment", "Job"):
+            template = obj["spec"]["template"]
+            labels = {**template["metadata"].get("labels", {}),
+                      **({"batch.kubernetes.io/job-name": name} if kind == "Job" else {})}
+            found.append(pod(f"{kind}/{name}", labels, template["spec"]))
+        elif kind == "InferenceService":
+            predictor = obj["spec"]["predictor"]
+            spec = {key: value for key, value in predictor.items() if key not in (
+                "model", "labels", "annotations", "minReplicas", "maxReplicas")}
+            spec["containers"] = [{"name": "kserve-container", **predictor["model"]}]
+            labels = {**predictor.get("labels", {}), "serving.kserve.io/inferenceservice": name,
+                      "component": "predictor"}
+            found.append(pod(f"{kind}/{name}", labels, spec))
+    return found
+
+
+def label_selects(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels and matchExpressions); an empty one selects everything."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for each in selector.get("matchExpressions") or []:
+        key, operator, values = each["key"], each["operator"], each.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[operator]
+        if not ok:
+            return False
+    return True
+
+
+def policy_types(policy: dict) -> list[str]:
+    """spec.policyTypes, or its default: Ingress always, Egress when there is an egress section."""
+    spec = policy["spec"]
+    return spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])]
+
+
+def peer_matches(peer: dict, policy_namespace: str, other: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        address = ipaddress.ip_address(other.ip)
+        inside = [ipaddress.ip_network(cidr) for cidr in (block["cidr"], *block.get("except", []))]
+        return (address.version == inside[0].version and address in inside[0]
+                and not any(address.version == net.version and address in net for net in inside[1:]))
+    if other.namespace is None:  # selectors pick pods only
+        return False
+    if "namespaceSelector" in peer:
+        in_namespace = label_selects(peer["namespaceSelector"], {NAMESPACE_NAME_LABEL: other.namespace})
+    else:
+        in_namespace = other.namespace == policy_namespace
+    return in_namespace and label_selects(peer.get("podSelector") or {}, other.labels)
+
+
+def port_matches(ports: list[dict] | None, port: int, protocol: str, target: Endpoint) -> bool:
+    """A rule's ports (none: every port); a named port is the target pod's port of that name."""
+    if not ports:
+        return True
+    for each in ports:
+        if each.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in each:
+            return True
+        number = target.ports.get(each["port"]) if isinstance(each["port"], str) else each["port"]
+        if number is not None and number <= port <= each.get("endPort", number):
+            return True
+    return False
+
+
+def isolating(policies: list[dict], at: Endpoint, direction: str) -> list[dict]:
+    """The policies that select pod `at` for `direction` (Ingress or Egress)."""
+    if at.namespace is None:
+        return []
+    return [p for p in policies if p["metadata"].get("namespace", NAMESPACE) == at.namespace
+            and label_selects(p["spec"].get("podSelector") or {}, at.labels) and direction in policy_types(p)]
+
+
+def side_allows(policies: list[dict], at: Endpoint, other: Endpoint, port: int, protocol: str,
+                direction: str) -> bool:
+    selecting = isolating(policies, at, direction)
+    if not selecting:
+        return True  # not isolated: everything is allowed
+    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    target = at if direction == "Ingress" else other
+    return any((not rule.get(peers) or any(peer_matches(peer, policy["metadata"].get("namespace", NAMESPACE),
+                                                        other) for peer in rule[peers]))
+               and port_matches(rule.get("ports"), port, protocol, target)
+               for policy in selecting for rule in policy["spec"].get(key) or [])
+
+
+def allowed(policies: list[dict], source: Endpoint, target: Endpoint, port: int,
+            protocol: str = "TCP") -> bool:
+    """Whether `source` may open a connection to `target`'s `port`, as the NetworkPolicy API defines it
+    (networking.k8s.io/v1): the source's egress and the target's ingress must both allow it; a pod that
+    no policy selects for a direction is not isolated in it. Not modelled: traffic from the target's own
+    node, which the API always lets in (kubelet probes, `kubectl port-forward`)."""
+    return (side_allows(policies, source, target, port, protocol, "Egress")
+            and side_allows(policies, target, source, port, protocol, "Ingress"))
+
+
+def policies_of(objects: list[dict]) -> list[dict]:
+    return [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+
+
+def denies_all(policy: dict) -> bool:
+    """A default deny: both directions isolated, not one rule."""
+    return (sorted(policy_types(policy)) == ["Egress", "Ingress"] and not policy["spec"].get("ingress")
+            and not policy["spec"].get("egress"))
+
+
+# Outside the project's pods: what the trainers may and may not reach.
+DNS = Endpoint("CoreDNS", namespace="kube-system", labels={"k8s-app": "kube-dns"}, ip="10.96.0.10")
+KATIB_DB = Endpoint("katib-db-manager", namespace="kubeflow", ip="10.244.3.9",
+                    labels={"katib.kubeflow.org/component": "db-manager"})
+SUGGESTION = Endpoint("Katib suggestion", labels={"katib.kubeflow.org/experiment": "default-trial"},
+                      ip="10.244.2.5")
+STRANGER = Endpoint("another pod of the namespace", labels={"app": "other"}, ip="10.244.2.8")
+ELSEWHERE = Endpoint("a pod of another namespace", namespace="other",
+                     labels={"app.kubernetes.io/name": "mnist-tensorboard"}, ip="10.244.2.9")
+INTERNET = Endpoint("storage.googleapis.com", namespace=None, ip="142.250.74.187")
+PRIVATE = Endpoint("an address inside the cluster's network", namespace=None, ip="10.0.0.1")
+
+
+def by_where(objects: list[dict]) -> dict[str, Endpoint]:
+    return {each.where: each for each in pods(objects)}
+
+
+def test_every_pod_of_every_entry_point_has_a_default_deny_of_its_own(renders):
+    """Each pod is isolated both ways by a deny-all that comes and goes with it (the same apply): deleting
+    one folder never leaves another folder's pods open."""
+    every = []
+    for folder, objects in renders.items():
+        found = pods(objects)
+        every += found
+        for each in found:
+            assert any(denies_all(p) and label_selects(p["spec"]["podSelector"], each.labels)
+                       for p in policies_of(objects)), f"{folder}: {each} has no default deny"
+        for policy in policies_of(objects):
+            selector = policy["spec"].get("podSelector") or {}
+            assert any(label_selects(selector, each.labels) for each in found), \
+                f"{folder}: NetworkPolicy/{policy['metadata']['name']} selects none of the folder's pods"
+            # Not the whole namespace: the user's other workloads (and Katib's own pods) stay as they are.
+            assert policy["spec"].get("podSelector"), policy["metadata"]["name"]
+    assert {each.where.split("/")[0] for each in every} == {
+        "TFJob", "Deployment", "Experiment", "InferenceService", "Job"}
+
+
+def test_the_training_port_is_open_only_between_one_jobs_own_pods(renders):
+    objects = renders["kubernetes"]
+    policies = policies_of(objects)
+    found = by_where(objects)
+    chief, worker = found["TFJob/mnist-tfjob.Chief[0]"], found["TFJob/mnist-tfjob.Worker[0]"]
+    tensorboard = found["Deployment/mnist-tensorboard"]
+    assert chief.ports == worker.ports == {"tfjob-port": 2222}
+    assert allowed(policies, chief, worker, 2222) and allowed(policies, worker, chief, 2222)
+    # Another TFJob made from the same template (another run name, say) is another job.
+    other = copy.deepcopy(only(objects, "TFJob"))
+    other["metadata"]["name"] = "mnist-tfjob-2"
+    stranger_job = pods([other])[0]
+    for source in (stranger_job, tensorboard, STRANGER, ELSEWHERE, found["TFJob/mnist-tfjob.Chief[0]"]):
+        if source is not chief:
+            assert not allowed(policies, source, worker, 2222), source
+    assert not allowed(policies, chief, stranger_job, 2222)
+    # The same with two renders applied in one namespace: the sweep's trials are other jobs too.
+    together = policies + policies_of(renders["kubernetes/sweep"])
+    trial = by_where(renders["kubernetes/sweep"])["Experiment/default-trial.Chief[0]"]
+    assert not allowed(together, trial, worker, 2222) and not allowed(together, chief, trial, 2222)
+
+
+def test_the_trainers_reach_their_dns_and_the_dataset_and_nothing_else(renders):
+    objects = renders["kubernetes"]
+    policies = policies_of(objects)
+    chief = by_where(objects)["TFJob/mnist-tfjob.Chief[0]"]
+    tensorboard = by_where(objects)["Deployment/mnist-tensorboard"]
+    assert allowed(policies, chief, DNS, 53, "UDP") and allowed(policies, chief, DNS, 53, "TCP")
+    assert allowed(policies, chief, INTERNET, 443)  # keras.datasets' download of MNIST
+    assert not allowed(policies, chief, INTERNET, 80)
+    assert not allowed(policies, chief, PRIVATE, 443)  # the API server, anything of the cluster's
+    assert not allowed(policies, chief, STRANGER, 53, "UDP")
+    assert not allowed(policies, chief, tensorboard, 6006)
+    assert not allowed(policies, chief, KATIB_DB, 6789)
+
+
+def test_tensorboard_serving_and_publishing_take_and_make_no_connection(renders):
+    """TensorBoard is reached through `kubectl port-forward` only, and the predictor likewise: both come
+    from the pod's own node, which the NetworkPolicy API always lets in (and so do the kubelet's probes).
+    Neither they nor the publish Job open any connection: the claim is mounted by the node."""
+    everything = [obj for objects in renders.values() for obj in objects]
+    policies = policies_of(everything)
+    found = by_where(everything)
+    closed = [found["Deployment/mnist-tensorboard"], found["InferenceService/mnist-model"],
+              found["Job/mnist-publish"]]
+    others = [found["TFJob/mnist-tfjob.Chief[0]"], found["Experiment/default-trial.Chief[0]"], STRANGER,
+              ELSEWHERE, *closed]
+    for each in closed:
+        for other in others:
+            if other is not each:
+                for port in (6006, 8080, 9000, 2222):
+                    assert not allowed(policies, other, each, port), (other, each, port)
+        for other in (DNS, INTERNET, PRIVATE, STRANGER, *others):
+            if other is not each:
+                assert not allowed(policies, each, other, 443), (each, other)
+                assert not allowed(policies, each, other, 53, "UDP"), (each, other)
+
+
+def test_the_api_lets_a_pods_own_node_in_whatever_the_policies_say():
+    """Why `kubectl port-forward` and the kubelet's probes need no rule (docs/kubernetes.md): the
+    NetworkPolicy API's own definition, in Kubernetes' OpenAPI description of NetworkPolicySpec.ingress
+    as kubernetes-validate ships it, for each version checked here."""
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    for version in KUBERNETES_VERSIONS:
+        spec = json.loads((schemas / f"v{version}.0-local-strict" / "networkpolicyspec-networking-v1.json")
+                          .read_text())
+        ingress = spec["properties"]["ingress"]["description"]
+        assert "OR if the traffic source is the pod's local node" in ingress, version
+
+
+def test_the_policy_check_is_not_vacuous(renders):
+    """Without the policies everything is allowed; a policy that opens the port to all is noticed."""
+    objects = renders["kubernetes"]
+    found = by_where(objects)
+    chief, worker = found["TFJob/mnist-tfjob.Chief[0]"], found["TFJob/mnist-tfjob.Worker[0]"]
+    assert allowed([], STRANGER, worker, 2222)
+    opened = copy.deepcopy(policies_of(objects))
+    peers = next(p for p in opened if not denies_all(p) and p["spec"].get("ingress"))
+    peers["spec"]["ingress"][0]["from"] = [{"podSelector": {}}]
+    assert allowed(opened, STRANGER, worker, 2222)
+    named = {"metadata": {"name": "x"}, "spec": {"podSelector": {"matchExpressions": [
+        {"key": "training.kubeflow.org/job-name", "operator": "In", "values": ["mnist-tfjob"]}]},
+        "ingress": [{"ports": [{"port": "tfjob-port"}]}]}}
+    assert isolating([named], worker, "Ingress") and not isolating([named], worker, "Egress")
+    assert allowed([named], STRANGER, worker, 2222) and not allowed([named], STRANGER, worker, 2223)
+    assert not allowed([named], chief, worker, 2222, "UDP")
+
+
+def test_every_network_policy_is_valid(renders):
+    every = [p for objects in renders.values() for p in policies_of(objects)]
+    assert every
+    for policy in every:
+        assert network_policy_problems(policy) == [], policy["metadata"]["name"]
+
+
+NETPOL_BREAKAGES = {
+    "misspelt podSelector": (lambda p: rename(p["spec"], "podSelector", "podselector"), "'podselector'"),
+    "a policy type in lowercase": (lambda p: p["spec"].update(policyTypes=["ingress"]), "'ingress'"),
+    "a port as text": (lambda p: p["spec"].update(egress=[{"ports": [{"port": "53", "protocol": "UDP"}]}]),
+                       None),
+    "misspelt matchLabels": (lambda p: rename(p["spec"]["podSelector"], "matchLabels", "matchlabels"),
+                             "'matchlabels'"),
+    "a protocol in lowercase": (
+        lambda p: p["spec"].update(egress=[{"ports": [{"port": 53, "protocol": "udp"}]}]), "protocol 'udp'"),
+    "an end port after a named port": (
+        lambda p: p["spec"].update(egress=[{"ports": [{"port": "dns", "endPort": 54}]}]), "endPort"),
+}
+
+
+@pytest.mark.parametrize("breakage", NETPOL_BREAKAGES)
+def test_a_broken_network_policy_is_rejected(renders, breakage):
+    policy = copy.deepcopy(policies_of(renders["kubernetes"])[0])
+    break_it, expected = NETPOL_BREAKAGES[breakage]
+    break_it(policy)
+    found = network_policy_problems(policy)
+    if expected is None:  # a named port of "53" is valid to the schema (int-or-string): it names no port
+        assert found == [] and not port_matches(policy["spec"]["egress"][0]["ports"], 53, "UDP", DNS)
+    else:
+        assert any(expected in problem for problem in found), found
+
+
+def test_no_pod_mounts_a_service_account_token(renders):
+    for folder, objects in renders.items():
+        for each in pods(objects):
+            assert each.spec.get("automountServiceAccountToken") is False, f"{folder}: {each}"
+
+
+# The Pod Security Standard "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards,
+# the profile as of Kubernetes 1.25 and still), the controls that these pods could touch, rewritten:
+# what PodSecurity admission enforces in a namespace labelled pod-security.kubernetes.io/enforce=restricted.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_problems(pod_spec: dict, where: str) -> list[str]:
+    found = []
+    pod = pod_spec.get("securityContext") or {}
+    containers = [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
+    found += [f"{where}.{key}: host namespaces are forbidden" for key in ("hostNetwork", "hostPID", "hostIPC")
+              if pod_spec.get(key)]
+    for volume in pod_spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"{where}.volumes[{volume['name']}]: {sorted(kinds - RESTRICTED_VOLUMES)} is not an "
+                         "allowed volume type")
+    if pod.get("runAsUser") == 0:
+        found.append(f"{where}.securityContext.runAsUser: 0 is forbidden")
+    for each in containers:
+        at = f"{where}.containers[{each.get('name')}]"
+        ctx = each.get("securityContext") or {}
+        if ctx.get("privileged"):
+            found.append(f"{at}.securityContext.privileged: forbidden")
+        if any(port.get("hostPort") for port in each.get("ports", [])):
+            found.append(f"{at}.ports: hostPort is forbidden")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{at}: allowPrivilegeEscalation != false")
+        caps = ctx.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            found.append(f"{at}: unrestricted capabilities (must drop ALL)")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{at}: capabilities added beyond NET_BIND_SERVICE")
+        non_root = ctx.get("runAsNonRoot", pod.get("runAsNonRoot"))
+        if non_root is not True:
+            found.append(f"{at}: runAsNonRoot != true")
+        if ctx.get("runAsUser") == 0:
+            found.append(f"{at}.securityContext.runAsUser: 0 is forbidden")
+        seccomp = (ctx.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{at}: seccompProfile.type must be RuntimeDefault or Localhost")
+    return found
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(renders):
+    for folder, objects in renders.items():
+        for each in pods(objects):
+            assert restricted_problems(each.spec, each.where) == [], folder
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+     "allowPrivilegeEscalation != false"),
+    (lambda p: p["containers"][0]["securityContext"].pop("capabilities"), "unrestricted capabilities"),
+    (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot != true"),
+    (lambda p: p["securityContext"].pop("seccompProfile"), "seccompProfile.type"),
+    (lambda p: p["volumes"].append({"name": "host", "hostPath": {"path": "/"}}), "['hostPath']"),
+    (lambda p: p["containers"][0]["ports"][0].update(hostPort=2222), "hostPort"),
+])
+def test_a_pod_outside_the_restricted_standard_is_noticed(renders, breakage, expected):
+    spec = copy.deepcopy(by_where(renders["kubernetes"])["TFJob/mnist-tfjob.Chief[0]"].spec)
+    breakage(spec)
+    found = restricted_problems(spec, "chief")
+    assert any(expected in problem for problem in found), found
+
+
+def test_the_training_folder_holds_no_claim_and_the_storage_folder_only_the_claim(renders):
+    """`kubectl delete -k` of any folder but deploy/kubernetes/storage leaves the runs alone."""
+    [claim] = renders["kubernetes/storage"]
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["metadata"]["name"] == "mnist-logs"
+    assert core_problems(claim) == []
+    for folder, objects in renders.items():
+        if folder != "kubernetes/storage":
+            assert [obj["kind"] for obj in objects if obj["kind"] == "PersistentVolumeClaim"] == [], folder
+        # Every claim a pod mounts is that one.
+        for each in pods(objects):
+            claims = {v["persistentVolumeClaim"]["claimName"] for v in each.spec.get("volumes", [])
+                      if "persistentVolumeClaim" in v}
+            assert claims <= {"mnist-logs"}, each
+
+
+def all_images(objects) -> list[str]:
+    return [c["image"] for each in pods(objects) for c in each.spec["containers"] if "image" in c]
+
+
+def test_no_manifest_runs_latest_and_every_image_has_the_projects_version(renders):
+    # An image `...:latest` or kustomize's newTag latest (Katib's metricStrategies `latest` is no image).
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        assert not re.search(r"(:|newTag:\s*)[\"']?latest\b", path.read_text()), path
+    version = project_version()
+    for folder, objects in renders.items():
+        for image in all_images(objects):
+            assert image == f"{IMAGE}:{version}", f"{folder}: {image}"
+    component = load_documents((IMAGE_COMPONENT / "kustomization.yaml").read_text())[0]
+    assert component["images"] == [{"name": IMAGE, "newName": IMAGE, "newTag": version}]
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_in_the_image_component_pins_every_trainer_container(tmp_path):
+    """What docs/kubernetes.md tells users: `digest:` in components/image pins every pod of every folder."""
+    copy_of = tmp_path / "kubernetes"
+    shutil.copytree(DEPLOY, copy_of)
+    component = copy_of / "components" / "image" / "kustomization.yaml"
+    text = component.read_text()
+    assert re.search(r"^    newTag: .*$", text, re.MULTILINE)
+    component.write_text(re.sub(r"^    newTag: .*$", f"    digest: {DIGEST}", text.replace(
+        f"newName: {IMAGE}", "newName: registry.example.com/team/mnist-trainer"), flags=re.MULTILINE))
+    found = []
+    for folder in ENTRY_POINTS:
+        found += all_images(kustomize(copy_of / folder.relative_to(DEPLOY)))
+    assert found and set(found) == {f"registry.example.com/team/mnist-trainer@{DIGEST}"}, found
 
 
 # ---------------------------------------------------------------------------------------------------
