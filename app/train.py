@@ -73,8 +73,16 @@ def train(config: Config, digits: data.Images | None = None, extra_callbacks: li
         else:
             run_dir = runs.claim(config.log_dir, config.run_name)
             record = data_record(digits, continuing, run_dir)
-        durable.write_text(run_dir / "config.json", config.to_json())
-        runs.write_json(run_dir / "data.json", record)
+        try:
+            durable.write_text(run_dir / "config.json", config.to_json())
+            runs.write_json(run_dir / "data.json", record)
+        except OSError as e:  # a full disk, say: a new run leaves nothing, so the same command starts it
+            kept = f"{run_dir.name} keeps its checkpoint after epoch {epochs_done}" if continuing else \
+                f"nothing was kept of run {run_dir.name}"
+            if not continuing:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunFailed(f"cannot write {e.filename or run_dir} ({e.strerror or e}); {kept}. Free space "
+                            "or fix the folder, then run the same command again") from None
     run_name = run_dir.name
 
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}: {plan.description}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
@@ -148,6 +149,35 @@ def test_full_disk_fails_clearly_and_resumes_once_space_is_freed(tmp_path):
         assert "resuming full after epoch 1 of 4" in resumed.stdout
         assert metrics(run_dir)["epochs_completed"] == 4
         assert scalar_steps(run_dir / "validation", "epoch_loss") == [0, 1, 2, 3]
+    finally:
+        subprocess.run(["umount", str(logs)], check=True)
+
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_disk_full_before_the_first_file_leaves_no_run_folder_so_the_same_command_starts_it(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(logs)], check=True)
+    try:
+        (logs / "fit").mkdir()
+        filler = os.open(logs / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # every block taken: config.json cannot be written
+            while True:
+                os.write(filler, b"x" * 4096)
+        os.close(filler)
+        run = ["--data", str(SLICE), "--epochs", "1", "--log-dir", str(logs), "--run-name", "full"]
+        result = run_cli(*run, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        message = result.stderr.strip().splitlines()[-1]
+        assert message.startswith("error: cannot write ") and "No space left on device" in message, message
+        assert "nothing was kept of run full" in message and "run the same command again" in message
+        assert list((logs / "fit").iterdir()) == []  # else the same command would be refused: it exists
+
+        (logs / "filler").unlink()
+        again = run_cli(*run, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert metrics(logs / "fit" / "full")["epochs_completed"] == 1
     finally:
         subprocess.run(["umount", str(logs)], check=True)
 
