@@ -12,7 +12,13 @@ SHELL := /bin/bash
 #   BUILD_CA_BUNDLE   an extra CA bundle (PEM) for pip during the build, for TLS-inspecting proxies
 #   DATA_DIR          a host folder with offline data, mounted read-only at /data (default ./data);
 #                     given to make, make up/train also add --data /data
-#   TB_HOST, TB_PORT  where TensorBoard is published (default 127.0.0.1 and 6006)
+#   TB_HOST, TB_PORT  where TensorBoard is published (default 127.0.0.1 and 6006); TensorBoard has no
+#                     authentication, so make setup refuses a TB_HOST beyond this machine unless
+#   EXPOSE_UNAUTHENTICATED is tensorboard (docs/containers.md#tensorboard-has-no-authentication)
+#   TRAINER_MEMORY    each training container's memory limit (default 8g; docs/containers.md#limits)
+#   TRAINER_CPUS      and its CPU cap (default 0: none, at half the other containers' CPU priority)
+#   TENSORBOARD_MEMORY, TENSORBOARD_CPUS   TensorBoard's (default 2g, 1)
+#   SERVING_MEMORY, SERVING_CPUS           make serve: TensorFlow Serving's (default 1g, 1)
 #   GPUS              GPUs the trainer reserves where Docker can give them: a number or all (default 1)
 #   WORKERS           make multiworker: worker containers besides the chief (default 1)
 #   MULTIWORKER_RUN   make multiworker: the run they train, continued if it exists (default multiworker)
@@ -26,7 +32,9 @@ SHELL := /bin/bash
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
-	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN SERVING_PORT SERVING_IMAGE
+	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN SERVING_PORT SERVING_IMAGE \
+	EXPOSE_UNAUTHENTICATED TRAINER_MEMORY TRAINER_CPUS TENSORBOARD_MEMORY TENSORBOARD_CPUS SERVING_MEMORY \
+	SERVING_CPUS
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
@@ -65,16 +73,20 @@ MW_ARGS = $(call with_data,$(MULTIWORKER_ARGS))
 SW_ARGS = $(call with_data,$(SWEEP_ARGS))
 # Passed to the sweepers only when there are any (below), so that a line in .env holds otherwise.
 unexport SWEEP_ARGS
-# TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came).
-TB_URL = docker compose port tensorboard 6006 | sed -E 's/^(0\.0\.0\.0|127\.0\.0\.1|\[::\]):/localhost:/; s|^|http://|'
+# TensorBoard's address as Compose really published it (TB_HOST, TB_PORT from wherever they came):
+# 127.0.0.1 as localhost; every interface (0.0.0.0, opted in) as this host's name, saying so; any other
+# address beyond this machine as it is, also saying that it has no authentication.
+TB_URL = docker compose port tensorboard 6006 | sed -E 's%^127\.0\.0\.1:%localhost:%; t done; \
+	/^(127\.|\[::1\]:)/b done; s%^(0\.0\.0\.0|\[::\]):%'"$$(uname -n)"':%; t all; \
+	s%$$% (without authentication)%; b done; \
+	:all; s%$$% (every interface of this host, without authentication)%; :done; s%^%http://%'
 
 .PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Settings: BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS"
-	@echo "          MULTIWORKER_RUN MULTIWORKER_ARGS SWEEP SWEEPERS SWEEP_ARGS NOTEBOOK_PORT JUPYTER_TOKEN"
-	@echo "          SERVING_PORT SERVING_IMAGE (also in .env), TRAIN_ARGS, RUN PICTURES MODEL PREDICT_ARGS"
+	@echo "Settings (also in .env): $(COMPOSE_SETTINGS) MULTIWORKER_ARGS SWEEP_ARGS" | fold -s -w 100
+	@echo "and for make alone: TRAIN_ARGS, RUN PICTURES MODEL PREDICT_ARGS"
 
 # One GPU probe per make run, in this one recipe, before the build: docker/write-env writes .env
 # (COMPOSE_FILE names the GPU file only where Docker can really give a container a GPU) and keeps

@@ -107,6 +107,7 @@ def test_plain_compose_without_env_fails_naming_make_setup(stack):
 
 
 def test_make_up_writes_env_for_plain_compose(made_up, stack):
+    assert (stack.dir / ".env").stat().st_mode & 0o777 == 0o600  # private: it may hold JUPYTER_TOKEN
     lines = (stack.dir / ".env").read_text().splitlines()
     assert lines[0].startswith("# Written by `make setup`")
     files = "docker-compose.yml:docker-compose.gpu.yml" if gpu_usable() else "docker-compose.yml"
@@ -118,12 +119,33 @@ def test_make_setup_rewrites_its_own_lines_of_env_and_keeps_the_users(made_up, s
     ours = (stack.dir / ".env").read_text()
     mine = ["# my settings", "TB_HOST=127.0.0.1", "export HOST_UID=1000", "COMPOSE_FILE=gone.yml"]
     with env_file_as(stack, "\n".join(mine) + "\n") as path:
+        path.chmod(0o644)
         result = stack.run("make", "setup")
         assert result.returncode == 0, result.stdout + result.stderr
         assert path.read_text() == ours + "# my settings\nTB_HOST=127.0.0.1\n"
+        assert path.stat().st_mode & 0o777 == 0o600
         result = stack.run("make", "setup")  # and again: nothing doubles
         assert result.returncode == 0, result.stdout + result.stderr
         assert path.read_text() == ours + "# my settings\nTB_HOST=127.0.0.1\n"
+
+
+@pytest.mark.parametrize("where", ["make", ".env"])
+def test_tensorboard_on_every_interface_is_refused_without_the_opt_in(made_up, stack, where):
+    """TensorBoard has no authentication: TB_HOST=0.0.0.0 stops make before anything is written or started."""
+    running = {c: inspect_started(c) for c in stack.containers()}
+    env = (stack.dir / ".env").read_text() + ("TB_HOST=0.0.0.0\n" if where == ".env" else "")
+    with env_file_as(stack, env) as path:
+        result = stack.run("make", "tensorboard", *(["TB_HOST=0.0.0.0"] if where == "make" else []))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stdout == ""
+        assert result.stderr.splitlines()[0].startswith(
+            "error: TB_HOST=0.0.0.0 would publish TensorBoard, which has no authentication, beyond")
+        assert path.read_text() == env
+    assert {c: inspect_started(c) for c in stack.containers()} == running  # nothing started or restarted
+
+
+def inspect_started(container: str) -> str:
+    return sh("docker", "inspect", "--format", "{{.State.StartedAt}}", container).stdout.strip()
 
 
 def test_make_up_trains_while_tensorboard_shows_it_live(made_up):

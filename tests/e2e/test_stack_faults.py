@@ -1,5 +1,6 @@
 """The stack under faults and load: docker stop and kill, a TensorBoard restart, parallel trainers,
-20 concurrent clients, and the containers' lock-down as `docker inspect` reports it.
+20 concurrent clients, and the containers' lock-down and limits as `docker inspect` and their cgroups
+report them.
 
 On the same image and user as test_stack.py, in any order: each test starts what it needs, names the
 runs it makes and looks at those only. The trainers are started with plain `docker compose run`, which
@@ -168,15 +169,53 @@ def test_tensorboard_answers_20_clients_while_a_trainer_writes(stack, tensorboar
               f"median {statistics.median(latencies):.3f} s, p95 {p95:.3f} s")
 
 
+def in_container(name: str, *command: str) -> str:
+    return sh("docker", "exec", name, *command).stdout.strip()
+
+
+# What the kernel enforces on a running container, read inside it from its cgroup (v2, else v1's
+# controllers), and /tmp's size: memory in bytes or 'max', processes, CPUs ('max': no cap), /tmp in bytes.
+CGROUP_LIMITS = """
+import os
+def read(*names):
+    for name in names:
+        if os.path.exists('/sys/fs/cgroup/' + name):
+            return open('/sys/fs/cgroup/' + name).read().split()
+quota, period = read('cpu.max') or read('cpu/cpu.cfs_quota_us') + read('cpu/cpu.cfs_period_us')
+memory = read('memory.max', 'memory/memory.limit_in_bytes')[0]
+tmp = os.statvfs('/tmp')
+print(memory, read('pids.max', 'pids/pids.max')[0],
+      'max' if quota in ('max', '-1') else int(quota) / int(period), tmp.f_blocks * tmp.f_frsize, sep='|')
+"""
+
+
+def cgroup_limits(name: str) -> dict[str, str]:
+    memory, pids, cpus, tmp = in_container(name, "python3", "-c", CGROUP_LIMITS).split("|")
+    return {"memory": memory, "pids": pids, "cpus": cpus, "/tmp": tmp}
+
+
 def test_containers_are_locked_down(stack, tensorboard):
-    trainer = start_trainer(stack, "inspected", "--data", stack.train_data, "--epochs", "1")
+    # The trainer with a memory limit of the user's (a line in .env or the environment), TensorBoard with
+    # the defaults of docker-compose.yml.
+    run = f"inspected-{time.time_ns()}"
+    trainer = stack.start("docker", "compose", "run", "--rm", "--name", container("inspected"), "trainer",
+                          *stack.long_run, "--run-name", run, env={"TRAINER_MEMORY": "6g"})
     try:
         found = ["docker", "ps", "-q", "--filter", f"name=^{container('inspected')}$"]
         wait_for(lambda: sh(*found).stdout.strip(), 120, "the trainer container", process=trainer)
         containers = {"trainer": inspect(container("inspected")),
                       "tensorboard": inspect(f"{PROJECT}-tensorboard-1")}
+        enforced = {"trainer": cgroup_limits(container("inspected")),
+                    "tensorboard": cgroup_limits(f"{PROJECT}-tensorboard-1")}
+        wait_for(lambda: checkpoints(stack, run), 300, "the first epoch", interval=0.5, process=trainer)
+        used = sh("docker", "stats", "--no-stream", "--format",
+                  "{{.Name}}: {{.MemUsage}}, {{.PIDs}} processes", container("inspected"),
+                  f"{PROJECT}-tensorboard-1").stdout
+        sh("docker", "stop", container("inspected"))
     finally:
-        trainer.communicate(timeout=600)
+        output, _ = trainer.communicate(timeout=600)
+    assert trainer.returncode == 143, output  # stopped: SIGTERM, its epochs saved
+    print(f"limits as the kernel enforces them: {enforced}\nin use while the trainer trained:\n{used}")
     for name, c in containers.items():
         config, host = c["Config"], c["HostConfig"]
         assert config["User"] == f"{stack.uid}:{stack.gid}" and not config["User"].startswith("0:"), name
@@ -184,6 +223,15 @@ def test_containers_are_locked_down(stack, tensorboard):
         assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), name
         assert not host.get("Privileged"), name
         assert host["ReadonlyRootfs"] is True, name
+    # The limits (CIS Docker 5.10, 5.11, 5.28; docs/containers.md#limits), as Docker and the kernel have them.
+    trainer_host, tb_host = containers["trainer"]["HostConfig"], containers["tensorboard"]["HostConfig"]
+    assert (trainer_host["Memory"], trainer_host["PidsLimit"], trainer_host["CpuShares"],
+            trainer_host["NanoCpus"], trainer_host["Tmpfs"]) == (6 << 30, 4096, 512, 0, {"/tmp": "size=1g"})
+    assert (tb_host["Memory"], tb_host["PidsLimit"], tb_host["NanoCpus"], tb_host["Tmpfs"]) == (
+        2 << 30, 1024, 10**9, {"/tmp": "size=64m"})
+    assert enforced == {
+        "trainer": {"memory": str(6 << 30), "pids": "4096", "cpus": "max", "/tmp": str(1 << 30)},
+        "tensorboard": {"memory": str(2 << 30), "pids": "1024", "cpus": "1.0", "/tmp": str(64 << 20)}}
     tensorboard = containers["tensorboard"]
     [logs] = [m for m in tensorboard["Mounts"] if m["Destination"] == "/logs"]
     assert logs["RW"] is False

@@ -7,8 +7,10 @@ Fast and without Docker or network: it reads files only.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 
 import nbformat
@@ -177,3 +179,81 @@ def test_the_slow_tests_run_as_root_in_the_workflow_as_in_ci():
     jobs = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())["jobs"]
     [run] = [s["run"] for job in jobs.values() for s in job["steps"] if "make test-slow" in s.get("run", "")]
     assert run.startswith("sudo "), run
+
+
+# --- every compose service has limits that fit its job (CIS Docker 5.10, 5.11, 5.28) --------------------
+
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml")
+DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
+# At least: several times the largest measured peak (docs/speed.md: 1,244 MB, the original description's
+# trainer; the project's 810 MB), what TensorBoard used on two small runs (about 530 MB), the serving default.
+AT_LEAST = {"trainer": 4 << 30, "chief": 4 << 30, "worker": 4 << 30, "sweeper": 4 << 30, "notebook": 4 << 30,
+            "tensorboard": 1 << 30, "serving": 512 << 20}
+
+
+def size_bytes(value) -> int:
+    """A Compose byte value (4096, '8g', '512m', or compose config's '8589934592') in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([bkmg]?)", str(value).strip().lower()).groups()
+    return int(number) << {"": 0, "b": 0, "k": 10, "m": 20, "g": 30}[unit]
+
+
+def limit_problems(services: dict) -> list[str]:
+    """What a service lacks: a memory limit, a process-count limit, a CPU cap or priority, a sized /tmp."""
+    found = []
+    for name, service in services.items():
+        least = AT_LEAST.get(name, 1)
+        if size_bytes(service.get("mem_limit") or 0) < least:
+            found.append(f"{name}: mem_limit {service.get('mem_limit')!r}, want at least {least}")
+        if not 0 < int(service.get("pids_limit") or 0) <= 8192:
+            found.append(f"{name}: pids_limit {service.get('pids_limit')!r}")
+        if not (float(service.get("cpus") or 0) > 0 or int(service.get("cpu_shares") or 0) not in (0, 1024)):
+            found.append(f"{name}: neither cpus nor cpu_shares")
+        tmpfs = service.get("tmpfs") or []
+        if [t for t in tmpfs if "size=" not in t] or not tmpfs:
+            found.append(f"{name}: /tmp tmpfs without a size: {tmpfs}")
+    return found
+
+
+def with_defaults(value):
+    """The compose file's values as Compose reads them with nothing set: ${VAR:-default} -> default."""
+    if isinstance(value, dict):
+        return {k: with_defaults(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_defaults(v) for v in value]
+    return DEFAULT.sub(lambda m: m[2], value) if isinstance(value, str) else value
+
+
+def test_every_compose_service_has_limits_that_fit_its_job():
+    services = with_defaults(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"])
+    assert set(services) >= set(AT_LEAST)
+    assert limit_problems(services) == []
+    # A broken copy: TensorBoard without its memory limit, the trainer with an unsized /tmp.
+    unlimited = {k: v for k, v in services["tensorboard"].items() if k != "mem_limit"}
+    broken = {**services, "tensorboard": unlimited, "trainer": {**services["trainer"], "tmpfs": ["/tmp"]}}
+    assert sorted(limit_problems(broken)) == ["tensorboard: mem_limit None, want at least 1073741824",
+                                              "trainer: /tmp tmpfs without a size: ['/tmp']"]
+
+
+def compose_config(**settings: str) -> dict:
+    """`docker compose config` of both files and every profile, as Compose itself resolves them."""
+    if shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
+                                                        capture_output=True).returncode != 0:
+        pytest.skip("no docker compose here; the test above reads the file itself")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "HOST_UID": "1500",
+           "HOST_GID": "1501", "COMPOSE_FILE": ":".join(COMPOSE_FILES), **settings}
+    command = ["docker", "compose", "--env-file", "/dev/null", "--profile", "*", "config", "--format", "json"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"]
+
+
+def test_compose_itself_gives_every_service_its_limits_and_takes_the_settings():
+    services = compose_config()
+    assert set(services) >= set(AT_LEAST)
+    assert limit_problems(services) == []
+    mine = compose_config(TRAINER_MEMORY="12g", TRAINER_CPUS="1.5", TENSORBOARD_MEMORY="3g",
+                          TENSORBOARD_CPUS="0.5", SERVING_MEMORY="2g", SERVING_CPUS="0.25")
+    for name in ("trainer", "chief", "worker", "sweeper", "notebook"):
+        assert (size_bytes(mine[name]["mem_limit"]), mine[name]["cpus"]) == (12 << 30, 1.5), name
+    assert (size_bytes(mine["tensorboard"]["mem_limit"]), mine["tensorboard"]["cpus"]) == (3 << 30, 0.5)
+    assert (size_bytes(mine["serving"]["mem_limit"]), mine["serving"]["cpus"]) == (2 << 30, 0.25)

@@ -421,3 +421,31 @@ def test_a_chunked_body_is_read():
                                    body=iter([body[:5], body[5:]]), chunked=True)
             assert status == 200
         assert inner.bodies == [b'{"sliceSize": 5}', b'{"sliceSize": 6}']
+
+
+def test_compose_healthcheck_sees_a_failing_tensorboard_even_when_its_answer_is_kept():
+    """The tensorboard service's own healthcheck command (docker-compose.yml), run against a warm
+    server whose backend then fails: it must fail too, or Docker would keep a broken TensorBoard."""
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import ROOT
+
+    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["tensorboard"]
+    test = command["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python3", "-c"] and "127.0.0.1:6006" in test[3]
+    status = ["200 OK"]
+
+    def tensorboard(environ, start_response):
+        start_response(status[0], [("Content-Type", "application/json")])
+        return [b"[]"]
+
+    with served(SharedAnswers(tensorboard, seconds=60)) as port:
+        check = [sys.executable, "-c", test[3].replace("127.0.0.1:6006", f"127.0.0.1:{port}")]
+        assert request(port, "GET", "/data/runs")[0] == 200  # what a browser left kept
+        assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+        status[0] = "500 Internal Server Error"
+        assert request(port, "GET", "/data/runs")[0] == 200  # a browser still gets the kept answer
+        failed = subprocess.run(check, capture_output=True, text=True, timeout=30)
+        assert failed.returncode != 0 and "HTTP Error 500" in failed.stderr

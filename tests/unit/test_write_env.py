@@ -1,5 +1,6 @@
 """docker/write-env, make setup's .env, with a stand-in `docker` that answers the GPU probe either way;
-and make build taking the CUDA wheels only where that probe found a GPU.
+.env private (mode 600) from the start under any umask; a TensorBoard published beyond this machine
+refused without the opt-in; make build taking the CUDA wheels only where that probe found a GPU.
 
 tests/e2e/test_stack.py runs the real thing through `make setup` on this machine, which has no GPU; here
 both answers of the probe, the exact .env and what is printed, and the user's own lines kept.
@@ -19,7 +20,8 @@ MINE = ["# my settings", "TB_HOST=127.0.0.1", "export HOST_UID=1000", "  COMPOSE
         HEADER.splitlines()[0], "DATA_DIR=/data/mnist"]
 
 
-def write_env(folder, gpu: bool, built: bool = True) -> subprocess.CompletedProcess:
+def write_env(folder, gpu: bool, built: bool = True, settings: dict | None = None,
+              umask: int = 0o022) -> subprocess.CompletedProcess:
     bin_dir = folder / "bin"
     bin_dir.mkdir(exist_ok=True)
     docker = bin_dir / "docker"
@@ -31,9 +33,15 @@ case "$1" in image) exit {0 if built else 1} ;; esac
 exit {0 if gpu else 125}
 """)
     docker.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOST_UID": "1500", "HOST_GID": "1501"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TB_HOST", "EXPOSE_UNAUTHENTICATED")}
+    env |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOST_UID": "1500", "HOST_GID": "1501"}
+    env |= settings or {}
     return subprocess.run([ROOT / "docker/write-env", "some/image", "the/base:1-gpu"], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, preexec_fn=lambda: os.umask(umask))
+
+
+def mode(path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 @pytest.mark.parametrize("gpu", [True, False])
@@ -49,6 +57,7 @@ def test_the_gpu_probe_decides_compose_file(tmp_path, gpu):
     assert (tmp_path / "docker-calls").read_text() == ("image inspect some/image\n"
                                                        "run --rm --gpus all --entrypoint true some/image\n")
     assert not (tmp_path / ".env.tmp").exists()
+    assert mode(tmp_path / ".env") == 0o600
 
 
 def test_its_own_lines_are_rewritten_and_the_users_kept(tmp_path):
@@ -60,6 +69,81 @@ def test_its_own_lines_are_rewritten_and_the_users_kept(tmp_path):
     # Again, after the GPU went away: nothing doubles, COMPOSE_FILE follows the probe.
     assert write_env(tmp_path, gpu=False).returncode == 0
     assert (tmp_path / ".env").read_text() == ours.replace(":docker-compose.gpu.yml", "") + kept
+
+
+def test_env_is_private_from_its_first_byte_whatever_the_umask(tmp_path):
+    """Other local users must not read .env (it holds JUPYTER_TOKEN): mode 600 even under umask 000,
+    already while it is being written, and also where an interrupted setup left a readable .env.tmp."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # grep runs while .env.tmp is open for writing: record the mode the file had then.
+    (bin_dir / "grep").write_text(f"""#!/bin/sh
+stat -c %a .env.tmp >> "{tmp_path}/modes-while-written"
+exec /usr/bin/env PATH=/usr/bin:/bin grep "$@"
+""")
+    (bin_dir / "grep").chmod(0o755)
+    (tmp_path / ".env").write_text("JUPYTER_TOKEN=s3cret\n")
+    (tmp_path / ".env.tmp").write_text("left by an interrupted setup\n")
+    (tmp_path / ".env.tmp").chmod(0o666)
+    result = write_env(tmp_path, gpu=False, umask=0)
+    assert result.returncode == 0, result.stderr
+    assert mode(tmp_path / ".env") == 0o600
+    assert set((tmp_path / "modes-while-written").read_text().split()) == {"600"}
+    assert (tmp_path / ".env").read_text().endswith("JUPYTER_TOKEN=s3cret\n")
+    assert not (tmp_path / ".env.tmp").exists()
+
+
+def test_a_rewrite_makes_a_readable_env_private_again(tmp_path):
+    """A .env of mode 644 (written before, or chmod'ed by hand) is 600 after make setup, lines kept."""
+    (tmp_path / ".env").write_text("JUPYTER_TOKEN=s3cret\n")
+    (tmp_path / ".env").chmod(0o644)
+    assert write_env(tmp_path, gpu=True).returncode == 0
+    assert mode(tmp_path / ".env") == 0o600
+    assert (tmp_path / ".env").read_text().endswith("JUPYTER_TOKEN=s3cret\n")
+
+
+REFUSED = ("error: TB_HOST={host} would publish TensorBoard, which has no authentication, beyond this "
+           "machine (Docker's published ports bypass ufw and firewalld); watch it from elsewhere through an "
+           "SSH tunnel (docs/containers.md#tensorboard-has-no-authentication), or set "
+           "EXPOSE_UNAUTHENTICATED=tensorboard to publish it anyway\n")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "[::]"])
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_tensorboard_beyond_this_machine_is_refused_without_the_opt_in(tmp_path, host, where):
+    before = "# mine\nJUPYTER_TOKEN=s3cret\n" + (f"TB_HOST={host}\n" if where == ".env" else "")
+    (tmp_path / ".env").write_text(before)
+    result = write_env(tmp_path, gpu=True, settings={"TB_HOST": host} if where == "environment" else {})
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", REFUSED.format(host=host))
+    assert (tmp_path / ".env").read_text() == before  # nothing written, nothing probed
+    assert not (tmp_path / "docker-calls").exists()
+    assert not (tmp_path / ".env.tmp").exists()
+
+
+@pytest.mark.parametrize("settings, env_lines", [
+    ({"TB_HOST": "0.0.0.0", "EXPOSE_UNAUTHENTICATED": "tensorboard"}, ""),
+    ({}, "TB_HOST=0.0.0.0\nEXPOSE_UNAUTHENTICATED=tensorboard\n"),
+    ({"TB_HOST": "10.0.0.5"}, "export EXPOSE_UNAUTHENTICATED='tensorboard'\n"),
+])
+def test_the_opt_in_publishes_it_and_says_so(tmp_path, settings, env_lines):
+    (tmp_path / ".env").write_text(env_lines)
+    result = write_env(tmp_path, gpu=False, settings=settings)
+    assert result.returncode == 0, result.stderr
+    host = settings.get("TB_HOST", "0.0.0.0")
+    assert result.stdout.splitlines()[0] == (
+        f"TensorBoard: published on {host}, without authentication (EXPOSE_UNAUTHENTICATED=tensorboard)")
+    assert (tmp_path / ".env").read_text().endswith(env_lines)
+
+
+@pytest.mark.parametrize("settings", [
+    {"TB_HOST": "127.0.0.1"}, {"TB_HOST": "127.0.0.2"}, {"TB_HOST": "::1"}, {"TB_HOST": "[::1]"}, {},
+    {"TB_HOST": "0.0.0.0", "EXPOSE_UNAUTHENTICATED": "jupyter"},  # an opt-in for something else
+])
+def test_loopback_needs_no_opt_in_and_another_opt_in_is_none(tmp_path, settings):
+    result = write_env(tmp_path, gpu=False, settings=settings)
+    exposed = settings.get("EXPOSE_UNAUTHENTICATED") == "jupyter"
+    assert result.returncode == (2 if exposed else 0), result.stderr
+    assert "TensorBoard: published" not in result.stdout
 
 
 def test_before_the_first_build_the_probe_runs_in_the_base_image(tmp_path):
