@@ -188,6 +188,15 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                         "give an .npz or a folder of MNIST IDX files") from None
 
 
+def npy_header(member) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an .npy file (an .npz member) claims, read from its header alone."""
+    version = np.lib.format.read_magic(member)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(member)
+    return shape, dtype
+
+
 def _check_npy_header(path: Path, key: str, member) -> None:
     """Refuse an array by its header alone, before numpy allocates or unpickles anything.
 
@@ -196,10 +205,7 @@ def _check_npy_header(path: Path, key: str, member) -> None:
     claim a terabyte. What passes is at most MAX_IMAGES 28x28 uint8 images (784 MB) and as many
     integer labels; `_validated` checks the values once loaded.
     """
-    version = np.lib.format.read_magic(member)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-        np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(member)
+    shape, dtype = npy_header(member)
     if dtype.hasobject:
         raise DataError(f"{path}: {key} holds Python objects (pickled), which are refused for safety; "
                         "save plain numeric arrays with numpy.savez")
@@ -210,14 +216,14 @@ def _check_npy_header(path: Path, key: str, member) -> None:
             raise DataError(f"{path}: {key} has shape {shape}, expected (N, 28, 28); "
                             "images must be 28x28 grayscale")
         if dtype != np.uint8:
-            raise DataError(f"{path}: {key} has dtype {_dtype_name(dtype)}, expected uint8 pixels 0-255; "
+            raise DataError(f"{path}: {key} has dtype {dtype_name(dtype)}, expected uint8 pixels 0-255; "
                             "save the raw, unscaled images")
     elif len(shape) != 1 or not np.issubdtype(dtype, np.integer):
-        raise DataError(f"{path}: {key} has shape {shape} and dtype {_dtype_name(dtype)}, "
+        raise DataError(f"{path}: {key} has shape {shape} and dtype {dtype_name(dtype)}, "
                         "expected a 1-D array of integer class labels")
 
 
-def _dtype_name(dtype: np.dtype) -> str:
+def dtype_name(dtype: np.dtype) -> str:
     """numpy's name of a dtype, or its code where the name says nothing of its size (void, text)."""
     return dtype.str if dtype.kind in "VSUa" else str(dtype)
 

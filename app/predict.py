@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 from app import cli
@@ -31,9 +33,12 @@ cli.require_packages("python -m app.predict")  # before the imports below, which
 import numpy as np  # noqa: E402
 
 from app import pictures  # noqa: E402
-from app.data import DataError  # noqa: E402
+from app.data import DataError, dtype_name, npy_header  # noqa: E402
 
 BATCH = 64  # pictures per call of the model
+# An .npz member is refused by its header beyond this many pixels (as many as MAX_PIXELS-sized pictures):
+# numpy allocates what the header claims before it reads a byte.
+MAX_NPZ_PIXELS = 20 * pictures.MAX_PIXELS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,9 +111,17 @@ def _inputs(path: Path) -> list[tuple[str, object]]:
 
 def _arrays(path: Path) -> list[tuple[str, object]]:
     try:
+        with zipfile.ZipFile(path) as archive:
+            for member in (m for m in archive.namelist() if m.endswith(".npy")):
+                with archive.open(member) as f:
+                    shape, dtype = npy_header(f)
+                if dtype != np.uint8 or len(shape) not in (3, 4) or math.prod(shape) > MAX_NPZ_PIXELS:
+                    raise DataError(f"{path}: {member[:-4]} is {dtype_name(dtype)} {shape}; give uint8 "
+                                    "pixels 0-255, (N, height, width) or (N, height, width, channels), "
+                                    f"at most {MAX_NPZ_PIXELS:,} pixels in an array")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: cannot read it as an .npz of arrays ({e})") from None
     items = []
     for name, x in arrays.items():

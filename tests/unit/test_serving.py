@@ -112,6 +112,23 @@ def test_a_request_with_both_forms_or_a_bad_binary_value_is_refused(loaded):
         rest_request.answer(loaded, {"signature_name": "nope", "instances": []})
 
 
+@pytest.mark.parametrize("header, says", [
+    ({"descr": "|V1400", "shape": (1_000_000, 28, 28)}, "x is |V1400 (1000000, 28, 28)"),  # 1.1 TB
+    ({"descr": "|u1", "shape": (1_000_000, 28_000, 28)}, "x is uint8 (1000000, 28000, 28)"),  # 784 GB
+])
+def test_predict_refuses_an_npz_by_its_header_before_allocating_what_it_claims(run, tmp_path, header, says):
+    import io
+    import zipfile
+
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_2_0(npy, {"fortran_order": False, **header})
+    with zipfile.ZipFile(tmp_path / "claims.npz", "w") as archive:
+        archive.writestr("x.npy", npy.getvalue() + bytes(784))
+    result = run_main(predict.main, str(run), str(tmp_path / "claims.npz"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and says in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_predict_prints_one_line_per_picture_and_takes_folders(run, tmp_path):
     folder = tmp_path / "pictures" / "inner"
     folder.mkdir(parents=True)
