@@ -185,6 +185,12 @@ ENTRIES = (
              "app/sweep/study.py: a live sweeper takes over a dead one's RUNNING trial (no public API does)",
              "find the public way to get a Trial of a running trial, or the new private name",
              check=_optuna_trial_by_id),
+    Borrowed("optuna", OPTUNA, "JournalFileBackend's format: one compact JSON record a line, appended under "
+             "its lock; read_logs skips a last line without its newline",
+             "app/sweep/study.py: Journal appends the same lines itself and cuts off a partial last one",
+             "re-read JournalFileBackend.append_logs and read_logs, and write what they write now",
+             check=_source_says("optuna.storages.journal._file", "JournalFileBackend.append_logs",
+                                'json.dumps(log, separators=(",", ":"))', "get_lock_file(self._lock)")),
     Borrowed("optuna", OPTUNA, "GridSampler.after_trial calls study.stop() when the grid is done",
              "app/sweep/study.py: Grid overrides it (stop() raises outside optimize())",
              "check whether after_trial still stops; if not, the override can go",

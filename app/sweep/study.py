@@ -70,6 +70,7 @@ class Journal(JournalFileBackend):
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         # As JournalFileBackend.append_logs writes them: one compact JSON record per line, fsynced.
+        # BORROWED: app/borrowed.py checks that format against the installed Optuna.
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
         with self._locked():
             self._cut_partial_line()
