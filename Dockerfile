@@ -1,10 +1,13 @@
 # The trainer image: python -m app on the official TensorFlow GPU image. It also serves TensorBoard
 # (the tensorboard service runs it with another entry point), so there is one image to build.
 # The one place the TensorFlow version is written: the image name carries none, tests/e2e reads it
-# from here, and tests/unit/test_versions.py checks requirements*.txt and the rest against it.
+# from here, and tests/unit/test_versions.py checks the requirements files, their locks and the rest
+# against it.
 ARG TF_VERSION=2.21.0
 # Any image with python3, pip and TensorFlow ${TF_VERSION} will do (make e2e uses a local stand-in).
-# Compose passes BASE_IMAGE only when it is set, so this default holds otherwise.
+# Compose passes BASE_IMAGE only when it is set, so this default holds otherwise. A tag can be moved
+# to another image; a digest cannot: BASE_IMAGE=tensorflow/tensorflow:X.Y.Z-gpu@sha256:<digest> builds
+# on exactly that image (docs/containers.md, "Pinning the base image").
 ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
 FROM ${BASE_IMAGE} AS trainer
 
@@ -24,18 +27,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/cache \
     TF_CPP_MIN_LOG_LEVEL=1
 
+# Every pip install here is from a lock file, each file checked against its hash (pip-install).
 COPY docker/image/pip-install /usr/local/bin/pip-install
 
-# The big, rarely changing layer first. tensorflow[and-cuda] of the same version adds only the
-# nvidia-* wheels; ld.so is pointed at them so that they win over older copies in the image.
+# The big, rarely changing layer first: the nvidia-* wheels of tensorflow[and-cuda] of the same
+# version, from their lock (requirements-cuda.in says how it is made); ld.so is pointed at them so
+# that they win over older copies in the image.
+COPY requirements-cuda.txt /tmp/requirements-cuda.txt
 RUN --mount=type=secret,id=ca,required=false \
     if [ "${CUDA_WHEELS}" = 1 ]; then \
-        pip-install "tensorflow[and-cuda]==${TF_VERSION}" \
+        pip-install -r /tmp/requirements-cuda.txt \
         && python3 -c "import glob, nvidia; print(*sorted(g for p in nvidia.__path__ for g in glob.glob(p + '/*/lib')), sep='\n')" \
             > /etc/ld.so.conf.d/000-nvidia-wheels.conf \
         && ldconfig; \
     fi
 
+# requirements.txt is the lock of requirements.in: resolved with the base image's TensorFlow, which it
+# leaves in place (what they share is pinned at versions TensorFlow accepts).
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=secret,id=ca,required=false \
     pip-install -r /tmp/requirements.txt \

@@ -81,7 +81,7 @@ TB_URL = docker compose port tensorboard 6006 | sed -E 's%^127\.0\.0\.1:%localho
 	s%$$% (without authentication)%; b done; \
 	:all; s%$$% (every interface of this host, without authentication)%; :done; s%^%http://%'
 
-.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv lock test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -155,13 +155,34 @@ down: ## stop and remove the containers; runs in ./logs and the dataset cache st
 gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, CUDA, cuDNN)
 	docker compose run --rm --entrypoint python3 trainer -m app.scale.devices
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-katib.txt
+# From the lock files, every file checked against its hash (requirements-dev.txt holds requirements.txt's
+# pins too). They are for Python 3.11, the images' (make lock writes them with .venv's Python).
+$(VENV)/.installed: requirements-dev.txt requirements-katib.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
-	$(VENV)/bin/pip install --quiet --no-deps -r requirements-katib.txt  # why --no-deps: in that file
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-katib.txt  # why --no-deps: in that file
 	touch $@
 
 venv: $(VENV)/.installed ## make .venv, the environment python -m app runs in without Docker: .venv/bin/python -m app
+
+# The lock files requirements*.txt (docs/development.md, "Updating dependencies"): pip-compile writes each
+# from its .in file with a hash for every file of every package, keeping the pins it already has unless
+# LOCK_ARGS says otherwise (--upgrade, or --upgrade-package NAME). In this order: the later .in files pin
+# what they share with the earlier locks the same (-c). The images' two locks on TensorFlow leave it out,
+# and setuptools and pip with it (--unsafe-package): the base image brings them. Only PyPI counts: pip's
+# configuration files and PIP_*INDEX*/FIND_LINKS are ignored, so that no other index's files get in.
+PIP_COMPILE = env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras $(LOCK_ARGS)
+ON_TENSORFLOW := --unsafe-package=tensorflow --unsafe-package=setuptools --unsafe-package=pip
+# requirements-katib.txt: the hashes of its one pin only (why: in that file).
+KATIB = $(shell sed -n 's/^\(kubeflow-katib==[^ ]*\).*/\1/p' requirements-katib.txt)
+
+lock: $(VENV)/.installed ## write the lock files requirements*.txt from requirements*.in (LOCK_ARGS=--upgrade: newest)
+	for f in requirements requirements-cuda; do $(PIP_COMPILE) $(ON_TENSORFLOW) -o $$f.txt $$f.in || exit; done
+	for f in requirements-notebook requirements-dev; do $(PIP_COMPILE) --allow-unsafe -o $$f.txt $$f.in || exit; done
+	set -o pipefail; { sed '/^kubeflow-katib==/,$$d' requirements-katib.txt; echo '$(KATIB)' | $(PIP_COMPILE) \
+	  --no-header --no-annotate -o - - | awk '/^[^ ]/ {keep = /^kubeflow-katib==/} keep'; } > katib.new
+	mv katib.new requirements-katib.txt
 
 # The three tiers (docs/development.md#tests); --durations shows where the time goes on every run.
 test: $(VENV)/.installed ## the fast tests, no training (under 2 minutes; makes .venv first)

