@@ -7,7 +7,8 @@ in the chief and worker services; docs/compose-multiworker.md says how to use th
 Compose gives a container no replica index, but its name is fixed: PROJECT-chief-1 and
 PROJECT-worker-1 ... PROJECT-worker-N, which Docker's embedded DNS resolves on the project network.
 So every member builds the same cluster from two variables the compose file sets,
-COMPOSE_PROJECT_NAME and WORKERS (N), waits until every name resolves (a member starting late or
+COMPOSE_PROJECT_NAME and WORKERS (N), with the function JobSet's pods use too (cluster_spec.py: the
+chief first, then the workers), waits until every name resolves (a member starting late or
 restarting is not resolvable yet), and finds its own task as the one name that resolves to an
 address of its own (one it can bind to). Where Docker handed the container NVIDIA GPUs
 (docker-compose.gpu.yml reserves all of them), it keeps one: the chief GPU 0, worker i GPU i + 1,
@@ -18,28 +19,27 @@ Exit codes, before the trainer takes over: 2 bad settings, 1 a peer that never a
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import re
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from app.scale.cluster_spec import (
+    PORT,  # reachable on the compose network only
+    ClusterError,
+    cluster_spec,
+    exec_trainer,
+    is_mine,
+    resolve,
+    tasks,
+    tf_config,
+    wait_for_names,
+)
 from app.scale.hardware import count_gpus
 
-PORT = 2222  # each member's tf.distribute server, reachable on the compose network only
 WAIT_SECONDS = 180.0  # for every member's name to resolve; a restarting peer takes a few seconds
-
-
-class ClusterError(Exception):
-    """The cluster cannot be formed; the message is one line that says what to do."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def settings(environ: Mapping[str, str]) -> tuple[str, int]:
@@ -57,14 +57,8 @@ def settings(environ: Mapping[str, str]) -> tuple[str, int]:
 
 def cluster(project: str, workers: int, port: int = PORT) -> dict[str, list[str]]:
     """TF_CONFIG's cluster: the chief and the workers by their compose container names."""
-    return {"chief": [f"{project}-chief-1:{port}"],
-            "worker": [f"{project}-worker-{i}:{port}" for i in range(1, workers + 1)]}
-
-
-def tasks(spec: Mapping[str, list[str]]) -> list[tuple[str, int, str]]:
-    """Every (task type, index, host name) of the cluster, the chief first."""
-    return [(kind, i, address.rsplit(":", 1)[0]) for kind in ("chief", "worker")
-            for i, address in enumerate(spec.get(kind, []))]
+    members = [f"{project}-chief-1", *(f"{project}-worker-{i}" for i in range(1, workers + 1))]
+    return cluster_spec(members, port)
 
 
 def find_task(spec: Mapping[str, list[str]], resolve: Callable[[str], Iterable[str]],
@@ -77,23 +71,14 @@ def find_task(spec: Mapping[str, list[str]], resolve: Callable[[str], Iterable[s
     says whether the address is this container's. Waits up to `wait_seconds` for all names.
     """
     members = tasks(spec)
-    deadline = clock() + wait_seconds
-    while True:
-        addresses, missing = {}, []
-        for kind, index, host in members:
-            try:
-                addresses[(kind, index)] = set(resolve(host))
-            except OSError:
-                missing.append(host)
-        if not missing:
-            break
-        if clock() >= deadline:
-            workers = len(spec.get("worker", []))
-            raise ClusterError(
-                f"{', '.join(missing)} did not resolve within {wait_seconds:.0f} s: start every member "
-                f"together (docker compose --profile multiworker up, or make multiworker), with the same "
-                f"WORKERS ({workers}) for all", exit_code=1)
-        sleep(1.0)
+    found, missing = wait_for_names([host for _, _, host in members], resolve, wait_seconds, clock, sleep)
+    if missing:
+        workers = len(spec.get("worker", []))
+        raise ClusterError(
+            f"{', '.join(missing)} did not resolve within {wait_seconds:.0f} s: start every member "
+            f"together (docker compose --profile multiworker up, or make multiworker), with the same "
+            f"WORKERS ({workers}) for all", exit_code=1)
+    addresses = {(kind, index): found[host] for kind, index, host in members}
     mine = [task for task, found in addresses.items() if any(is_mine(a) for a in found)]
     if len(mine) != 1:
         names = ", ".join(host for _, _, host in members)
@@ -102,11 +87,6 @@ def find_task(spec: Mapping[str, list[str]], resolve: Callable[[str], Iterable[s
             f"address: run this only in the chief or worker service, and scale the workers with WORKERS "
             f"(not docker compose --scale)")
     return mine[0]
-
-
-def tf_config(spec: Mapping[str, list[str]], task: tuple[str, int]) -> str:
-    kind, index = task
-    return json.dumps({"cluster": dict(spec), "task": {"type": kind, "index": index}})
 
 
 def gpu_for(task: tuple[str, int], gpus: int) -> str | None:
@@ -124,24 +104,6 @@ def app_args(argv: list[str], extra: str) -> list[str]:
         return [*argv, *shlex.split(extra)]
     except ValueError as e:
         raise ClusterError(f"MULTIWORKER_ARGS={extra!r}: {e}; quote it as in a shell") from None
-
-
-def resolve(host: str) -> list[str]:
-    """The addresses of `host`; OSError (socket.gaierror) while Docker's DNS does not know it."""
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, PORT, type=socket.SOCK_STREAM)})
-
-
-def is_mine(address: str) -> bool:
-    """Whether `address` is one of this container's: only a local address can be bound to."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((address, 0))
-        except OSError as e:
-            if e.errno == errno.EADDRNOTAVAIL:
-                return False
-            raise
-    return True
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None, *,
@@ -167,7 +129,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except ClusterError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
-    execve(sys.executable, [sys.executable, "-m", "app", *args], env)
+    exec_trainer(args, env, execve)
     return 0  # only reached with a stand-in for execve (the tests')
 
 

@@ -1,5 +1,6 @@
 """Scaling out on the CPU: MirroredStrategy over two logical devices, and two real worker processes
-with TF_CONFIG on 127.0.0.1 (workers only, and chief + worker), one killed and the job restarted.
+with TF_CONFIG on 127.0.0.1 (workers only, and chief + worker), one killed and the job restarted; and
+two pods of a JobSet (or TrainJob) played by two processes, whose TF_CONFIG the project's launcher builds.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -79,6 +81,28 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 0.01
 
 
+def one_run_written_by_the_chief(fit, name: str, results, epochs: int) -> dict:
+    """Both processes ended with 0, the first the chief: exactly one run, complete, with nothing from the
+    other worker (no temporary files either); its metrics."""
+    assert [code for code, _, _ in results] == [0, 0], results
+    # The trainer's first line (after the launcher's, if one ran).
+    chief_first, worker_first = (next(line for line in out.splitlines() if "cluster: this is" not in line)
+                                 for _, out, _ in results)
+    assert "strategy multi-worker, 2 replicas" in chief_first
+    assert "(the chief writes the run)" in worker_first
+    assert run_folders(fit) == [name]
+    run_dir = fit / name
+    assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= \
+        {p.name for p in run_dir.iterdir()}
+    assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer of the run's own events
+    assert scalar_steps(run_dir / "validation", "epoch_accuracy") == list(range(epochs))
+    assert [e.step for e in events(run_dir).Tensors("confusion_matrix")] == list(range(epochs))
+    job = metrics(run_dir)
+    assert job["strategy"] == "multi-worker" and job["replicas"] == 2
+    return job
+
+
 @pytest.mark.parametrize("layout", ["workers", "chief+worker"])
 def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
     alone = tmp_path / "alone"
@@ -87,22 +111,7 @@ def test_two_workers_train_one_run_that_only_the_chief_writes(tmp_path, layout):
     assert single.returncode == 0, single.stderr
     results = finish(start_job(layout, [*ARGS, "--epochs", "2", "--run-name", "job", "--resume", "auto"],
                                tmp_path))
-    assert [code for code, _, _ in results] == [0, 0], results
-    (_, chief_out, _), (_, worker_out, _) = results
-    assert "strategy multi-worker, 2 replicas" in chief_out.splitlines()[0]
-    assert "(the chief writes the run)" in worker_out.splitlines()[0]
-    # Exactly one run, complete, with nothing from the other worker (no temporary files either).
-    fit = tmp_path / "logs" / "fit"
-    assert run_folders(fit) == ["job"]
-    run_dir = fit / "job"
-    assert {"config.json", "metrics.json", "model.keras", "saved_model", "train", "validation"} <= \
-        {p.name for p in run_dir.iterdir()}
-    assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")]
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer of the run's own events
-    assert scalar_steps(run_dir / "validation", "epoch_accuracy") == [0, 1]
-    assert [e.step for e in events(run_dir).Tensors("confusion_matrix")] == [0, 1]
-    job = metrics(run_dir)
-    assert job["strategy"] == "multi-worker" and job["replicas"] == 2
+    job = one_run_written_by_the_chief(tmp_path / "logs" / "fit", "job", results, epochs=2)
     # Within a point of one process with the same global batch.
     one_process = metrics(alone / "logs" / "fit" / "single")
     assert abs(job["test_accuracy"] - one_process["test_accuracy"]) <= 0.01
@@ -157,3 +166,26 @@ def test_workers_that_see_different_checkpoints_stop_before_training(tmp_path):
         assert "docs/scaling.md" in message
     assert latest_checkpoint(tmp_path / "chief" / "logs" / "fit" / "job")[0] == 2  # nothing trained
     assert latest_checkpoint(tmp_path / "worker" / "logs" / "fit" / "job")[0] == 1
+
+
+def test_two_pods_of_a_jobset_train_one_run_through_the_launcher(tmp_path):
+    """The two pods of deploy/kubernetes/jobset (a TrainJob's are the same with other names) as two local
+    processes: each gets the environment JobSet and the Job controller give a pod (its index, the
+    JobSet's and replicated job's names through the downward API, WORKERS), and CLUSTER_ADDRESSES, the
+    launcher's documented stand-in for the pods' DNS names, puts both on 127.0.0.1. The launcher builds
+    TF_CONFIG and execs the trainer: one run, written by pod 0, the chief."""
+    ports = {free_port()}
+    while len(ports) < 2:
+        ports.add(free_port())
+    pod = {"JOBSET_NAME": "mnist-jobset", "REPLICATED_JOB_NAME": "node", "JOB_INDEX": "0", "WORKERS": "1",
+           "CLUSTER_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in sorted(ports))}
+    args = [*ARGS, "--epochs", "1", "--strategy", "auto", "--run-name", "mnist-jobset", "--resume", "auto"]
+    processes = [subprocess.Popen([sys.executable, "-m", "app.scale.jobset_cluster", *args], cwd=tmp_path,
+                                  text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE,
+                                  env={**cli_env(), **pod, "JOB_COMPLETION_INDEX": str(index)})
+                 for index in (0, 1)]
+    results = finish(processes)
+    for (_, out, _), task in zip(results, ("chief:0", "worker:0"), strict=True):
+        assert out.startswith(f"jobset cluster: this is {task} of a chief and 1 worker (pod "), out
+    one_run_written_by_the_chief(tmp_path / "logs" / "fit", "mnist-jobset", results, epochs=1)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from helpers import ROOT
 
+from app.scale import cluster_spec, distribution, hardware, jobset_cluster
 from app.scale import compose_cluster as cc
-from app.scale import distribution, hardware
 
 PROJECT = "mnist-tensorboard"
 # The addresses Docker's DNS would give: the chief and three workers.
@@ -58,6 +58,30 @@ def test_the_cluster_names_the_compose_containers():
     }
     assert cc.tasks(cc.cluster("p", 2)) == [("chief", 0, "p-chief-1"), ("worker", 0, "p-worker-1"),
                                             ("worker", 1, "p-worker-2")]
+
+
+def test_compose_and_jobset_pods_build_their_cluster_with_the_one_function(monkeypatch):
+    """cluster_spec.cluster_spec makes every cluster spec: the compose containers' and a JobSet's (or a
+    TrainJob's) pods', the chief first (tests/unit/test_kubernetes_jobs.py builds the pods' from their
+    environment)."""
+    seen = []
+    original = cluster_spec.cluster_spec
+
+    def spy(members, port=cluster_spec.PORT):
+        seen.append(list(members))
+        return original(members, port)
+
+    monkeypatch.setattr(cc, "cluster_spec", spy)
+    monkeypatch.setattr(jobset_cluster, "cluster_spec", spy)
+    assert cc.cluster(PROJECT, 1) == {"chief": [f"{PROJECT}-chief-1:2222"],
+                                      "worker": [f"{PROJECT}-worker-1:2222"]}
+    pod = jobset_cluster.settings({"JOBSET_NAME": "js", "REPLICATED_JOB_NAME": "node",
+                                   "JOB_COMPLETION_INDEX": "0", "WORKERS": "1"})
+    assert jobset_cluster.cluster(pod) == {"chief": ["js-node-0-0.js:2222"],
+                                           "worker": ["js-node-0-1.js:2222"]}
+    assert seen == [[f"{PROJECT}-chief-1", f"{PROJECT}-worker-1"], ["js-node-0-0.js", "js-node-0-1.js"]]
+    assert [cluster_spec.task_of(i) for i in range(3)] == [("chief", 0), ("worker", 0), ("worker", 1)]
+    assert original(["a", "b:9"], 1) == {"chief": ["a:1"], "worker": ["b:9"]}  # an explicit port stays
 
 
 @pytest.mark.parametrize("mine, task", [("172.30.0.2", ("chief", 0)), ("172.30.0.3", ("worker", 0)),

@@ -22,11 +22,12 @@ What checks what:
   service-account token), the claim's mounts, TensorBoard's probes and Service.
 - Every folder users apply (ENTRY_POINTS), rendered: the claim in deploy/kubernetes/storage only; no
   `latest`, the project's version as the tag, a digest in components/image pinning every pod; every
-  pod (with the labels its controller gives it) within the restricted Pod Security Standard, rewritten
-  (restricted_problems); every NetworkPolicy valid, and what they let through, by the NetworkPolicy
-  API's semantics rewritten (`allowed`): a default deny for each pod from its own folder, port 2222
-  between one job's own pods only, the trainers' DNS and HTTPS, nothing in or out of TensorBoard, the
-  predictor and the publish Job.
+  pod (with the labels its controller gives it: the operator's; JobSet's for the JobSet and the TrainJob,
+  whose JobSet Kubeflow Trainer makes as trainjob_jobset says) within the restricted Pod Security
+  Standard, rewritten (restricted_problems); every NetworkPolicy valid, and what they let through, by
+  the NetworkPolicy API's semantics rewritten (`allowed`): a default deny for each pod from its own
+  folder, port 2222 between one job's own pods only, the trainers' DNS and HTTPS, nothing in or out of
+  TensorBoard, the predictor and the publish Job.
 
 Every validator is shown to reject a broken copy of the real manifest, so none of them passes by
 accident. What this cannot show: that a cluster schedules the pods, that the storage class offers
@@ -374,8 +375,9 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 # The ways in that docs/kubernetes.md gives: `kubectl apply -k` on each (sweep: tests/unit/test_katib.py;
 # serving and its publish Job: tests/unit/test_kserve.py; storage, the claim, applied once; tensorboard
 # alone, beside Experiments applied with `kubectl apply -f`).
+# The JobSet and the TrainJob: tests/unit/test_kubernetes_jobs.py.
 ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "serving", DEPLOY / "serving" / "publish",
-                DEPLOY / "storage", DEPLOY / "tensorboard")
+                DEPLOY / "storage", DEPLOY / "tensorboard", DEPLOY / "jobset", DEPLOY / "trainjob")
 
 
 def files_used_by(folder: Path) -> set[Path]:
@@ -778,6 +780,8 @@ def pods(objects: list[dict]) -> list[Endpoint]:
             for rtype, spec in job["spec"]["tfReplicaSpecs"].items():
                 found += [pod(f"{kind}/{name}.{rtype}[{i}]", operator_pod_labels(job, rtype, i),
                               spec["template"]["spec"]) for i in range(spec.get("replicas", 1))]
+        elif kind in ("JobSet", "TrainJob"):
+            found += jobset_pods(obj if kind == "JobSet" else trainjob_jobset(obj, objects), f"{kind}/{name}")
         elif kind in ("Deployment", "Job"):
             template = obj["spec"]["template"]
             labels = {**template["metadata"].get("labels", {}),
@@ -791,6 +795,54 @@ def pods(objects: list[dict]) -> list[Endpoint]:
             labels = {**predictor.get("labels", {}), "serving.kserve.io/inferenceservice": name,
                       "component": "predictor"}
             found.append(pod(f"{kind}/{name}", labels, spec))
+    return found
+
+
+ANCESTOR = "trainer.kubeflow.org/trainjob-ancestor-step"  # Kubeflow Trainer's label of a runtime's jobs
+
+
+def trainjob_jobset(trainjob: dict, objects: list[dict]) -> dict:
+    """The JobSet Kubeflow Trainer (v2.3, pkg/runtime/framework/plugins/jobset and plainml) makes of a
+    TrainJob on a TrainingRuntime of `objects` without a framework policy: named as the TrainJob; the
+    trainer ancestor's job one replica of numNodes pods (the TrainJob's, else the runtime's mlPolicy's);
+    its container `node` given the TrainJob's image, command and args, and its env upserted."""
+    spec = trainjob["spec"]
+    ref = spec["runtimeRef"]
+    [runtime] = [obj for obj in objects if obj["kind"] == ref.get("kind", "ClusterTrainingRuntime")
+                 and obj["metadata"]["name"] == ref["name"]]
+    jobset = copy.deepcopy(runtime["spec"]["template"])
+    jobset.setdefault("metadata", {})["name"] = trainjob["metadata"]["name"]
+    trainer = spec.get("trainer") or {}
+    nodes = trainer.get("numNodes", (runtime["spec"].get("mlPolicy") or {}).get("numNodes", 1))
+    for rjob in jobset["spec"]["replicatedJobs"]:
+        if ((rjob["template"].get("metadata") or {}).get("labels") or {}).get(ANCESTOR) != "trainer":
+            continue
+        rjob["replicas"] = 1
+        rjob["template"]["spec"].update(completions=nodes, parallelism=nodes)
+        for each in rjob["template"]["spec"]["template"]["spec"]["containers"]:
+            if each["name"] == "node":
+                each.update({key: trainer[key] for key in ("image", "command", "args") if key in trainer})
+                env = {var["name"]: var for var in each.get("env", [])} | {var["name"]: var for var in
+                                                                         trainer.get("env", [])}
+                each["env"] = list(env.values())
+    return jobset
+
+
+def jobset_pods(jobset: dict, where: str) -> list[Endpoint]:
+    """The pods of a JobSet (v0.12, labelAndAnnotateObject), with the labels JobSet and the Job
+    controller give them: pod `i` of job `j` of each replicated job."""
+    name, found = jobset["metadata"]["name"], []
+    for rjob in jobset["spec"]["replicatedJobs"]:
+        job = rjob["template"]["spec"]
+        for j in range(rjob.get("replicas", 1)):
+            for i in range(job.get("completions", job.get("parallelism", 1))):
+                labels = {**(job["template"].get("metadata") or {}).get("labels", {}),
+                          "jobset.sigs.k8s.io/jobset-name": name,
+                          "jobset.sigs.k8s.io/replicatedjob-name": rjob["name"],
+                          "jobset.sigs.k8s.io/job-index": str(j),
+                          "batch.kubernetes.io/job-name": f"{name}-{rjob['name']}-{j}",
+                          "batch.kubernetes.io/job-completion-index": str(i)}
+                found.append(pod(f"{where}.{rjob['name']}-{j}-{i}", labels, job["template"]["spec"]))
     return found
 
 
@@ -919,7 +971,7 @@ def test_every_pod_of_every_entry_point_has_a_default_deny_of_its_own(renders):
             # Not the whole namespace: the user's other workloads (and Katib's own pods) stay as they are.
             assert policy["spec"].get("podSelector"), policy["metadata"]["name"]
     assert {each.where.split("/")[0] for each in every} == {
-        "TFJob", "Deployment", "Experiment", "InferenceService", "Job"}
+        "TFJob", "Deployment", "Experiment", "InferenceService", "Job", "JobSet", "TrainJob"}
 
 
 def test_the_training_port_is_open_only_between_one_jobs_own_pods(renders):
