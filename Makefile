@@ -25,16 +25,23 @@ SHELL := /bin/bash
 #   SWEEP             make sweep: the sweep file, a path in the container: sweeps/NAME.yaml (./sweeps
 #                     is mounted) or /data/... (default sweeps/default.yaml)
 #   SWEEPERS          make sweep: sweeper containers sharing the sweep (default 2)
+#   SWEEP_STORAGE     make sweep: the study in PostgreSQL, e.g. postgresql://sweeps@postgres/sweeps (the
+#                     postgres profile's server, which make sweep then starts; default: the journal file)
+#   SWEEP_DB_PORT     the postgres profile's port on 127.0.0.1 (default 5432)
+#   POSTGRES_IMAGE, POSTGRES_MEMORY, POSTGRES_CPUS   its image and limits (default postgres:17.7, 1g, 1)
 #   NOTEBOOK_PORT     make notebook: JupyterLab's port on 127.0.0.1 (default 8888)
 #   JUPYTER_TOKEN     make notebook: its token (default: a random one, written into .env once)
 #   SERVING_PORT      make serve: TensorFlow Serving's REST port on 127.0.0.1 (default 8501)
 #   SERVING_IMAGE     make serve: the TensorFlow Serving image (default tensorflow/serving:2.20.0)
+#   SWEEP_NAME        make dashboard: the sweep whose study it shows (default default)
+#   DASHBOARD_PORT    make dashboard: Optuna Dashboard's port on 127.0.0.1 (default 8080)
 # make passes on only those that are set and not empty: an empty value would hide the line in .env
 # or the Dockerfile's default (an empty BASE_IMAGE fails the build: "base name should not be blank").
 COMPOSE_SETTINGS := BASE_IMAGE CUDA_WHEELS BUILD_CA_BUNDLE DATA_DIR TB_HOST TB_PORT GPUS WORKERS \
 	MULTIWORKER_RUN SWEEP SWEEPERS NOTEBOOK_PORT JUPYTER_TOKEN SERVING_PORT SERVING_IMAGE \
 	EXPOSE_UNAUTHENTICATED TRAINER_MEMORY TRAINER_CPUS TENSORBOARD_MEMORY TENSORBOARD_CPUS SERVING_MEMORY \
-	SERVING_CPUS
+	SERVING_CPUS SWEEP_STORAGE SWEEP_DB_PORT POSTGRES_IMAGE POSTGRES_MEMORY POSTGRES_CPUS \
+	SWEEP_NAME DASHBOARD_PORT DASHBOARD_MEMORY DASHBOARD_CPUS
 $(foreach v,$(COMPOSE_SETTINGS),$(if $($(v)),$(eval export $(v)),$(eval unexport $(v))))
 
 TRAIN_ARGS ?=# flags for python -m app, e.g. TRAIN_ARGS='--epochs 3'
@@ -81,7 +88,7 @@ TB_URL = docker compose port tensorboard 6006 | sed -E 's%^127\.0\.0\.1:%localho
 	s%$$% (without authentication)%; b done; \
 	:all; s%$$% (every interface of this host, without authentication)%; :done; s%^%http://%'
 
-.PHONY: help setup up down train multiworker sweep notebook predict publish serve tensorboard logs gpu-check build venv lock test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
+.PHONY: help setup up down train multiworker sweep notebook predict publish serve dashboard tensorboard logs gpu-check build venv lock test test-integration test-slow e2e bench bench-sweep bench-pictures bench-tensorboard bench-tensorboard-memory profile fashion-mnist lint clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -116,7 +123,8 @@ multiworker: setup tensorboard ## train run MULTIWORKER_RUN on a chief and WORKE
 	  "TensorBoard: $$($(TB_URL))" multiworker chief worker
 
 # The sweep profile (docs/containers.md#sweeps-in-containers): SWEEPERS sweeper containers share the
-# study of SWEEP, run as multiworker's are; docker/sweep then names the summary.json they wrote.
+# study of SWEEP, run as multiworker's are; docker/sweep then names the summary.json they wrote. With
+# SWEEP_STORAGE naming the postgres service, docker/sweep starts the postgres profile first.
 sweep: setup tensorboard ## run sweep SWEEP (default sweeps/default.yaml) on SWEEPERS containers (default 2)
 	@$(if $(SW_ARGS),SWEEP_ARGS='$(SW_ARGS)') docker/sweep "TensorBoard: $$($(TB_URL))"
 
@@ -141,6 +149,11 @@ serve: setup ## serve the newest published version of model MODEL with TensorFlo
 	$(if $(MODEL),SERVING_MODEL=$(MODEL)) docker compose --profile serve up -d serving
 	@echo "TensorFlow Serving: http://127.0.0.1:$${SERVING_PORT:-8501}/v1/models/$(or $(MODEL),model) (docs/serving.md)"
 
+# The dashboard profile (docs/sweeps.md#the-study-at-a-glance), through docker/dashboard: the study of sweep
+# SWEEP_NAME, or SWEEP_STORAGE's database, read-only.
+dashboard: setup ## Optuna Dashboard on sweep SWEEP_NAME's study (default: default) on 127.0.0.1:8080
+	@docker/dashboard
+
 tensorboard: setup ## start TensorBoard in the background and print its address
 	docker compose up -d tensorboard
 	@echo "TensorBoard: $$($(TB_URL))"
@@ -157,10 +170,9 @@ gpu-check: setup ## print what TensorFlow inside the trainer image sees (GPUs, C
 
 # From the lock files, every file checked against its hash (requirements-dev.txt holds requirements.txt's
 # pins too). They are for Python 3.11, the images' (make lock writes them with .venv's Python).
-$(VENV)/.installed: requirements-dev.txt requirements-katib.txt
+$(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
-	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-katib.txt  # why --no-deps: in that file
 	touch $@
 
 venv: $(VENV)/.installed ## make .venv, the environment python -m app runs in without Docker: .venv/bin/python -m app
@@ -174,15 +186,10 @@ venv: $(VENV)/.installed ## make .venv, the environment python -m app runs in wi
 PIP_COMPILE = env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras $(LOCK_ARGS)
 ON_TENSORFLOW := --unsafe-package=tensorflow --unsafe-package=setuptools --unsafe-package=pip
-# requirements-katib.txt: the hashes of its one pin only (why: in that file).
-KATIB = $(shell sed -n 's/^\(kubeflow-katib==[^ ]*\).*/\1/p' requirements-katib.txt)
 
 lock: $(VENV)/.installed ## write the lock files requirements*.txt from requirements*.in (LOCK_ARGS=--upgrade: newest)
 	for f in requirements requirements-cuda; do $(PIP_COMPILE) $(ON_TENSORFLOW) -o $$f.txt $$f.in || exit; done
 	for f in requirements-notebook requirements-dev; do $(PIP_COMPILE) --allow-unsafe -o $$f.txt $$f.in || exit; done
-	set -o pipefail; { sed '/^kubeflow-katib==/,$$d' requirements-katib.txt; echo '$(KATIB)' | $(PIP_COMPILE) \
-	  --no-header --no-annotate -o - - | awk '/^[^ ]/ {keep = /^kubeflow-katib==/} keep'; } > katib.new
-	mv katib.new requirements-katib.txt
 
 # The three tiers (docs/development.md#tests); --durations shows where the time goes on every run.
 test: $(VENV)/.installed ## the fast tests, no training (under 2 minutes; makes .venv first)

@@ -120,6 +120,51 @@ def _optuna_trial_by_id() -> str | None:
     return None if trial.number == frozen.number else "optuna.Trial(study, trial_id) is another trial"
 
 
+def _optuna_heartbeat_tables() -> str | None:
+    import optuna
+    from optuna.storages._rdb import models
+
+    if "record_heartbeat" not in vars(optuna.storages.RDBStorage):
+        return "RDBStorage.record_heartbeat is gone"
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    if (trials.name, beats.name) != ("trials", "trial_heartbeats"):
+        return f"its tables are now {trials.name} and {beats.name}"
+    missing = ({"trial_id", "number", "study_id", "state"} - set(trials.c.keys())) | (
+        {"trial_id", "heartbeat"} - set(beats.c.keys()))
+    if missing:
+        return f"its tables no longer have the columns {sorted(missing)}"
+    if trials.c.state.type.enums[:1] != [optuna.trial.TrialState.RUNNING.name]:
+        return f"trials.state now stores {trials.c.state.type.enums}"
+    study = optuna.create_study()
+    trial = optuna.Trial(study, study.ask()._trial_id)
+    return None if trial._trial_id == study.get_trials()[0]._trial_id else "Trial._trial_id is another id"
+
+
+def _optuna_halving_by_epochs() -> str | None:
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    judged = []
+    for value in (0.9, 0.1):  # epoch 1 of a good and a bad trial, reported as step 0 as a sweep does
+        trial = study.ask()
+        trial.report(value, 0)
+        t = study.get_trials(deepcopy=False)[-1]
+        shifted = FrozenTrial(t.number, t.state, None, t.datetime_start, t.datetime_complete, t.params,
+                              t.distributions, t.user_attrs, t.system_attrs, {1: value}, t._trial_id)
+        judged.append((pruner.prune(study, t), pruner.prune(study, shifted)))
+        if judged[-1][1]:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    # As given (step 0) no rung is reached; shifted (1 epoch trained) the bad trial is judged and stopped.
+    return None if judged == [(False, False), (False, True)] else (
+        f"SuccessiveHalvingPruner judged a good and a bad trial after epoch 1 as {judged} (as reported, "
+        "shifted), not [(False, False), (False, True)]")
+
+
 def _tensorboard_info_files() -> str | None:
     from tensorboard import manager
 
@@ -185,12 +230,22 @@ ENTRIES = (
              "app/sweep/study.py: a live sweeper takes over a dead one's RUNNING trial (no public API does)",
              "find the public way to get a Trial of a running trial, or the new private name",
              check=_optuna_trial_by_id),
+    Borrowed("optuna", OPTUNA, "SuccessiveHalvingPruner.prune judges the FrozenTrial it is given by that "
+             "trial's own steps (last_step, intermediate_values) and records its rungs on its _trial_id",
+             "app/sweep/study.py: EpochHalving hands it a copy whose steps count epochs trained, so that the "
+             "first rung comes after epoch 1", "shift the steps where the pruner now reads them (a sweep "
+             "reports epoch N as step N - 1)", check=_optuna_halving_by_epochs),
     Borrowed("optuna", OPTUNA, "JournalFileBackend's format: one compact JSON record a line, appended under "
              "its lock; read_logs skips a last line without its newline",
              "app/sweep/study.py: Journal appends the same lines itself and cuts off a partial last one",
              "re-read JournalFileBackend.append_logs and read_logs, and write what they write now",
              check=_source_says("optuna.storages.journal._file", "JournalFileBackend.append_logs",
                                 'json.dumps(log, separators=(",", ":"))', "get_lock_file(self._lock)")),
+    Borrowed("optuna", OPTUNA, "RDBStorage's tables trials and trial_heartbeats (names, columns, state as "
+             "the enum's name), Trial._trial_id, RDBStorage.record_heartbeat(trial_id) outside optimize()",
+             "app/sweep/database.py: which running trials have no beat within the grace period, in one "
+             "query; a sweeper beats for its trial itself", "re-read RDBStorage._get_stale_trial_ids and "
+             "record_heartbeat, and query what they query now", check=_optuna_heartbeat_tables),
     Borrowed("optuna", OPTUNA, "GridSampler.after_trial calls study.stop() when the grid is done",
              "app/sweep/study.py: Grid overrides it (stop() raises outside optimize())",
              "check whether after_trial still stops; if not, the override can go",

@@ -10,6 +10,7 @@ Exit codes as python -m app: 0 done, 2 bad input, 1 a failure, 130/143 stopped b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -25,7 +26,7 @@ from app.data import DataError, load_for  # noqa: E402
 from app.scale import distribution  # noqa: E402
 from app.scale.hardware import count_gpus  # noqa: E402
 from app.sweep.leases import keep_one_gpu  # noqa: E402
-from app.sweep.spec import NOT_FIXABLE, SweepError, check_same_space  # noqa: E402
+from app.sweep.spec import NOT_FIXABLE, SweepError, Unreachable, check_same_space  # noqa: E402
 from app.sweep.spec import load as load_sweep  # noqa: E402
 
 
@@ -42,13 +43,24 @@ def parser() -> argparse.ArgumentParser:
                "file's fixed:); a flag for a setting the sweep searches is an error. Environment: "
                "SWEEP_ARGS, more flags (split as a shell would; for compose); SWEEPERS, how many "
                "sweepers share this machine (default 1): on a CPU each trains with its share of the "
-               "cores. A sweeper handed several GPUs trains on one of its own.")
+               "cores; SWEEP_STORAGE, the default of --storage; SWEEP_DB_PASSWORD_FILE, a file holding "
+               "the database's password (or libpq's PGPASSWORD, PGPASSFILE). A sweeper handed several "
+               "GPUs trains on one of its own.")
     p.add_argument("file", metavar="FILE", help="the sweep file (YAML), e.g. sweeps/default.yaml")
     p.add_argument("--trials", type=int, metavar="N",
                    help="finished trials the study should have (default: the file's trials)")
+    p.add_argument("--storage", metavar="URL", default=os.environ.get("SWEEP_STORAGE") or None,
+                   help="the study in PostgreSQL, postgresql://USER@HOST[:PORT]/DATABASE (no password: "
+                        "see SWEEP_DB_PASSWORD_FILE below), for sweepers on several hosts sharing the log "
+                        "folder; wins over the file's storage: (default: $SWEEP_STORAGE, else the file's, "
+                        "else the journal file LOG_DIR/sweeps/NAME/journal.log, for one host)")
     p.add_argument("--katib", action="store_true",
                    help="train nothing: print the sweep as a Katib Experiment (YAML) for Kubernetes, each "
-                        "trial a TFJob writing to the logs claim (docs/kubernetes.md#sweeps-with-katib)")
+                        "trial a job writing to the logs claim (docs/kubernetes.md#sweeps-with-katib)")
+    p.add_argument("--katib-trial", metavar="KIND", choices=("tfjob", "trainjob"),
+                   help="with --katib, what each trial is: tfjob, a TFJob of the training operator (the "
+                        "default), or trainjob, a Kubeflow Trainer v2 TrainJob on the TrainingRuntime of "
+                        "deploy/kubernetes/trainjob")
     names = tuple(f.name for f in flag_fields() if f.name not in NOT_FIXABLE)
     add_arguments(p, names)
     return p
@@ -62,18 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         return cli.fail(f"SWEEP_ARGS={os.environ['SWEEP_ARGS']!r}: {e}; quote it as in a shell", 2)
     given = vars(parser().parse_args(argv))
     path, trials, katib = given.pop("file"), given.pop("trials"), given.pop("katib")
+    katib_trial = given.pop("katib_trial")
+    if katib_trial and not katib:
+        return cli.fail(f"--katib-trial {katib_trial}: only with --katib (what a Katib trial is)", 2)
+    storage = given.pop("storage")
     if katib:
-        return _print_katib(path, given, trials, argv)
+        return _print_katib(path, given, trials, argv, katib_trial or "tfjob")
     try:
-        sweep = load_sweep(path, given, trials)
+        sweep = load_sweep(path, given, trials, storage)
         base = Config(**sweep.fixed).validate()
         distribution.check(base)
-        check_same_space(sweep, base.log_dir)
+        if sweep.storage is None:
+            check_same_space(sweep, base.log_dir)  # in the database: when the study is opened
         digits = load_for(base) if base.data else None
         sweepers = _sweepers(os.environ.get("SWEEPERS", "1"))
+        if sweep.storage is not None:
+            _check_database(sweep.storage)
         runs.check_writable(base.log_dir)  # the first thing written, once all else is known good
     except (SweepError, ConfigError, DataError) as e:
         return cli.fail(e, 2)
+    except Unreachable as e:
+        return cli.fail(e, 1)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     gpu = keep_one_gpu(Path(base.log_dir) / "sweeps" / "gpu-locks", count_gpus(), os.environ)
@@ -84,20 +105,37 @@ def main(argv: list[str] | None = None) -> int:
     from app.train import RunFailed
 
     try:
-        return run_sweep(sweep, digits, threads)
+        with _database_failures(sweep.storage):
+            return run_sweep(sweep, digits, threads)
     except (SweepError, ConfigError, DataError) as e:
         return cli.fail(e, 2)
-    except RunFailed as e:
+    except (RunFailed, Unreachable) as e:
         return cli.fail(e, 1)
 
 
-def _print_katib(path: str, given: dict, trials: int | None, argv: list[str]) -> int:
+def _database_failures(url: str | None):
+    """With a PostgreSQL study, the database failing mid-sweep is one line and exit status 1."""
+    if url is None:
+        return contextlib.nullcontext()
+    from app.sweep import database
+
+    return database.reached(url)
+
+
+def _check_database(url: str) -> None:
+    from app.sweep import database  # Optuna and SQLAlchemy: only now that the file is known good
+
+    database.connect_args()  # SWEEP_DB_PASSWORD_FILE readable: else SweepError, exit 2
+    database.check_reachable(url)
+
+
+def _print_katib(path: str, given: dict, trials: int | None, argv: list[str], trial: str) -> int:
     """Print the Katib Experiment; the file and flags are checked as for a sweep, nothing is written."""
     from app.sweep import katib
 
     try:
         sweep = load_sweep(path, given, trials)
-        text = katib.to_yaml(katib.experiment(sweep), shlex.join(["python", "-m", "app.sweep", *argv]))
+        text = katib.to_yaml(katib.experiment(sweep, trial), shlex.join(["python", "-m", "app.sweep", *argv]))
     except (SweepError, ConfigError) as e:
         return cli.fail(e, 2)
     print(text, end="")

@@ -11,11 +11,15 @@ why (docs/kubernetes.md#sweeps-with-katib has the whole story):
   sweep whose every trial failed fails.
 - objective: `objectiveMetricName`, the other metrics as `additionalMetricNames`, every one taken
   from the trial's last epoch (`metricStrategies: latest`), as the one-host sweep takes its value.
-- pruning: Katib's `medianstop`; none without pruning.
-- each trial: a TFJob, a Chief and a Worker with the pod template of deploy/kubernetes/base/
-  tfjob.yaml (tests/unit/test_katib.py checks they are the same), so `--strategy auto` and the claim
-  `mnist-logs` work as for the single TFJob, and every trial is one more run for the TensorBoard
-  that reads that claim. Its run folder is the Katib trial's own name.
+- pruning: Katib's `medianstop`; none without pruning. Katib has no successive halving: that pruner becomes
+  medianstop at its first rung (_early_stopping).
+- each trial (`--katib-trial`, TRIAL_KINDS): by default a TFJob, a Chief and a Worker with the pod
+  template of deploy/kubernetes/base/tfjob.yaml (tests/unit/test_katib.py checks they are the same), so
+  `--strategy auto` and the claim `mnist-logs` work as for the single TFJob, and every trial is one more
+  run for the TensorBoard that reads that claim. Or (`trainjob`) a Kubeflow Trainer v2 TrainJob as
+  deploy/kubernetes/trainjob's, on its TrainingRuntime mnist-tensorflow (the pods and their
+  `python -m app.scale.jobset_cluster` command are the runtime's; the trial gives the flags), the chief
+  (JobSet's pod 0) being the primary pod. Its run folder is the Katib trial's own name.
 - metrics: Katib's StdOut collector, with app/metric_lines.py's filter on the lines the trainer
   prints once per epoch: early stopping needs metrics while the trial runs.
 - network: the trials' pods carry `app.kubernetes.io/instance: <experiment>`, and the printed YAML holds,
@@ -40,6 +44,8 @@ from app.config import as_flags
 from app.sweep.spec import OBJECTIVES, Parameter, Sweep, SweepError
 
 API_VERSION = "kubeflow.org/v1beta1"
+# What each trial is: `python -m app.sweep FILE --katib --katib-trial KIND`, the first the default.
+TRIAL_KINDS = ("tfjob", "trainjob")
 # Trials at once. The one-host sweep's default (`make sweep`) is 2 sweepers; each trial here is two
 # pods (Chief and Worker). `kubectl patch` may change it on a running Experiment (Katib allows it).
 PARALLEL_TRIALS = 2
@@ -61,6 +67,23 @@ PRIMARY_POD_LABELS = {"training.kubeflow.org/job-role": "master"}
 # the TFJob's status.
 SUCCESS_CONDITION = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+# A TrainJob trial (Kubeflow Trainer v2.3, trainer.kubeflow.org/v1alpha1): deploy/kubernetes/trainjob's
+# TrainJob on its namespaced TrainingRuntime, which holds the pods (the container `node` runs
+# `python -m app.scale.jobset_cluster`; the trial gives its flags). Katib 0.19's defaults for a TrainJob
+# (experiment_defaults.go), written out: the conditions Trainer sets (Complete, Failed), and the primary
+# pod, JobSet's pod 0 of the replicated job `node`, the chief: JobSet labels every pod with its
+# replicated job, the Job controller (Kubernetes >= 1.28) with its completion index.
+TRAINER_API_VERSION, RUNTIME, NODE = "trainer.kubeflow.org/v1alpha1", "mnist-tensorflow", "node"
+NUM_NODES = 2  # the chief and WORKERS workers, as deploy/kubernetes/trainjob/trainjob.yaml
+TRAINJOB_PRIMARY_POD_LABELS = {"jobset.sigs.k8s.io/replicatedjob-name": NODE,
+                               "batch.kubernetes.io/job-completion-index": "0"}
+TRAINJOB_SUCCESS_CONDITION = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+# Who owns the trial's runtime patch (Trainer's webhook wants a domain-prefixed path): the patch only labels
+# the pods with the Experiment (INSTANCE_LABEL), for the trials' NetworkPolicies.
+RUNTIME_PATCH_MANAGER = "mnist-tensorboard/katib-trial"
+# JobSet's webhook: a pod's name <trainjob>-node-0-<index>-<5 characters> within 63 characters, the
+# TrainJob (so the JobSet) being named <experiment>-<8 characters> by Katib.
+POD_NAME_MAX, KATIB_SUFFIX = 63, len("-12345678")
 LABELS = {"app.kubernetes.io/name": "mnist-tensorboard", "app.kubernetes.io/component": "trainer"}
 # On every trial's pods, with the Experiment's name: what the trials' NetworkPolicies select.
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -73,21 +96,28 @@ DNS_PODS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
 
 
-def experiment_name(sweep: Sweep) -> str:
+def experiment_name(sweep: Sweep, trial: str = "tfjob") -> str:
     """`<sweep>-trial`: Katib names each trial `<experiment>-<suffix>`, so every trial's name, its
-    TFJob's and its run folder's are one: `<sweep>-trial-<suffix>`, as `<sweep>-trial-NNN` on one host."""
+    job's and its run folder's are one: `<sweep>-trial-<suffix>`, as `<sweep>-trial-NNN` on one host."""
     name = f"{sweep.name}-trial"
-    if not EXPERIMENT_NAME.fullmatch(name) or len(name) > EXPERIMENT_NAME_MAX:
+    longest = EXPERIMENT_NAME_MAX
+    if trial == "trainjob":
+        longest = min(longest, POD_NAME_MAX - KATIB_SUFFIX - len(f"-{NODE}-0-{NUM_NODES - 1}-abcde"))
+    if not EXPERIMENT_NAME.fullmatch(name) or len(name) > longest:
         raise SweepError(f"{sweep.source}: --katib: sweep name {sweep.name!r} cannot name a Katib Experiment "
                          f"({name!r}): give the file a name: of lowercase letters, digits and '-', starting "
-                         f"with a letter, at most {EXPERIMENT_NAME_MAX - len('-trial')} characters")
+                         f"with a letter, at most {longest - len('-trial')} characters")
     return name
 
 
-def experiment(sweep: Sweep) -> dict:
-    """The Experiment (a plain dict, ready for YAML) that runs `sweep` on Katib."""
-    name = experiment_name(sweep)
+def experiment(sweep: Sweep, trial: str = "tfjob") -> dict:
+    """The Experiment (a plain dict, ready for YAML) that runs `sweep` on Katib, each trial a `trial`
+    (one of TRIAL_KINDS)."""
+    if trial not in TRIAL_KINDS:
+        raise SweepError(f"--katib-trial {trial}: one of {', '.join(TRIAL_KINDS)}")
+    name = experiment_name(sweep, trial)
     _check_fixed(sweep)
+    trainjob = trial == "trainjob"
     others = [m for m in OBJECTIVES if m != sweep.metric]
     spec = {
         "objective": {
@@ -107,11 +137,11 @@ def experiment(sweep: Sweep) -> dict:
             "source": {"filter": {"metricsFormat": [metric_lines.FILTER]}},
         },
         "trialTemplate": {
-            "primaryContainerName": CONTAINER,
-            "primaryPodLabels": dict(PRIMARY_POD_LABELS),
-            "successCondition": SUCCESS_CONDITION,
+            "primaryContainerName": NODE if trainjob else CONTAINER,
+            "primaryPodLabels": dict(TRAINJOB_PRIMARY_POD_LABELS if trainjob else PRIMARY_POD_LABELS),
+            "successCondition": TRAINJOB_SUCCESS_CONDITION if trainjob else SUCCESS_CONDITION,
             "failureCondition": FAILURE_CONDITION,
-            # Keep each finished trial's TFJob (and so its pods' logs); the Experiment owns them all.
+            # Keep each finished trial's job (and so its pods' logs); the Experiment owns them all.
             "retain": True,
             "trialParameters": [
                 {"name": RUN_NAME_PARAMETER, "reference": "${trialSpec.Name}",
@@ -119,7 +149,7 @@ def experiment(sweep: Sweep) -> dict:
                 *({"name": p.name, "reference": p.name, "description": f"the trial's {p.name}"}
                   for p in sweep.parameters),
             ],
-            "trialSpec": trial_job(trainer_args(sweep), name),
+            "trialSpec": (trial_trainjob if trainjob else trial_job)(trainer_args(sweep), name),
         },
     }
     return {"apiVersion": API_VERSION, "kind": "Experiment",
@@ -132,10 +162,17 @@ def _early_stopping(sweep: Sweep) -> dict:
     it checks a trial once, after epoch start_step, against the mean over the finished trials of
     their first start_step values; docs/kubernetes.md)."""
     assert sweep.pruning is not None
-    # Optuna may prune after epoch warmup_epochs + 1 and needs startup_trials finished; Katib wants
-    # start_step >= 1 and min_trials_required > 0 (a median of no trial is none in either).
-    settings = {"min_trials_required": max(1, sweep.pruning.startup_trials),
-                "start_step": sweep.pruning.warmup_epochs + 1}
+    pruning = sweep.pruning
+    if pruning.pruner == "median":
+        # Optuna may prune after epoch warmup_epochs + 1 and needs startup_trials finished; Katib wants
+        # start_step >= 1 and min_trials_required > 0 (a median of no trial is none in either).
+        settings = {"min_trials_required": max(1, pruning.startup_trials),
+                    "start_step": pruning.warmup_epochs + 1}
+    else:
+        # Successive halving: Katib 0.19 has none (its hyperband is a sampler). The nearest it has: medianstop
+        # at the first rung (epoch min_epochs), once reduction_factor trials finished, as a rung of
+        # reduction_factor trials is the least that keeps one and stops the others.
+        settings = {"min_trials_required": pruning.reduction_factor, "start_step": pruning.min_epochs}
     return {"algorithmName": "medianstop",
             "algorithmSettings": [{"name": k, "value": str(v)} for k, v in settings.items()]}
 
@@ -205,6 +242,23 @@ def trial_job(args: list[str], experiment: str = "") -> dict:
                      "tfReplicaSpecs": {"Chief": copy.deepcopy(replica), "Worker": copy.deepcopy(replica)}}}
 
 
+def trial_trainjob(args: list[str], experiment: str = "") -> dict:
+    """deploy/kubernetes/trainjob/trainjob.yaml's TrainJob without a name (Katib names it after the trial),
+    its `python -m app.scale.jobset_cluster` given `args`, its pods labelled as the trials of `experiment`
+    (INSTANCE_LABEL) by a runtime patch: the pods themselves are the TrainingRuntime's."""
+    runtime = {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": RUNTIME}
+    workers = [{"name": "WORKERS", "value": str(NUM_NODES - 1)}]  # beside numNodes, as jobset_cluster wants
+    trainer = {"numNodes": NUM_NODES, "args": list(args), "env": workers}
+    job = {"apiVersion": TRAINER_API_VERSION, "kind": "TrainJob", "metadata": {"labels": dict(LABELS)},
+           "spec": {"runtimeRef": runtime, "trainer": trainer}}
+    if experiment:
+        pods = {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {
+            "metadata": {"labels": {INSTANCE_LABEL: experiment}}}}}}]}
+        job["spec"]["runtimePatches"] = [{"manager": RUNTIME_PATCH_MANAGER,
+                                          "trainingRuntimeSpec": {"template": {"spec": pods}}}]
+    return job
+
+
 # deploy/kubernetes/base/tfjob.yaml's pod template, whose comments say why each line is there; the
 # image is not in the Docker image (deploy/ is not copied), so it is repeated here and
 # tests/unit/test_katib.py checks the two are the same but for the command.
@@ -236,8 +290,9 @@ POD_TEMPLATE = {
 def network_policies(exp: dict) -> list[dict]:
     """The NetworkPolicies of the Experiment's trials, as deploy/kubernetes/base/networkpolicy.yaml's
     for the single TFJob (whose comments say why each rule is there), but selecting every trial of this
-    Experiment by INSTANCE_LABEL: the training operator's job-name label has a value per trial that
-    Katib chooses when it makes the trial, so no policy written before can name it."""
+    Experiment by INSTANCE_LABEL: the training operator's job-name label (JobSet's jobset-name for a
+    TrainJob trial) has a value per trial that Katib chooses when it makes the trial, so no policy written
+    before can name it. The same for both trial kinds: the TrainJob folder's rules are the TFJob's."""
     name = exp["metadata"]["name"]
     trials = {"matchLabels": {"app.kubernetes.io/name": LABELS["app.kubernetes.io/name"],
                               INSTANCE_LABEL: name}}
@@ -268,7 +323,9 @@ def network_policies(exp: dict) -> list[dict]:
 
 def to_yaml(obj: dict, command: str) -> str:
     """The Experiment `obj`, then its trials' NetworkPolicies: one file for `kubectl apply -f`."""
-    header = (f"# A Katib v1beta1 Experiment (Katib 0.19) and its trials' NetworkPolicies: {command}\n"
+    kind = obj["spec"]["trialTemplate"]["trialSpec"]["kind"]
+    header = (f"# A Katib v1beta1 Experiment (Katib 0.19) of {kind} trials, and their NetworkPolicies:\n"
+              f"# {command}\n"
               "# Generated: change the sweep file and run that again. docs/kubernetes.md#sweeps-with-katib\n")
     return header + "---\n".join(yaml.safe_dump(each, sort_keys=False, width=110)
                                   for each in (obj, *network_policies(obj)))

@@ -6,7 +6,7 @@ long as it lives; a trial records the id of the sweeper that runs it. When a swe
 however (Ctrl-C, docker stop, kill -9, OOM), the kernel releases its lock at once: a trial whose
 sweeper's lock can be taken is an orphan, and is taken over. No timeouts, no clocks to trust.
 flock works between processes and containers of one host that share the folder (one kernel);
-sweepers on several machines are Katib's job (docs/sweeps.md).
+sweepers on several machines share a study in PostgreSQL instead, and a heartbeat (database.py).
 
 `claiming()` serialises the choice of trials, so two sweepers never adopt the same orphan, and a
 trial is never seen RUNNING without its owner: it is asked for and owned under this lock.
@@ -20,7 +20,10 @@ import os
 import socket
 import uuid
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
+
+OWNER = "sweeper"  # the user attr naming the sweeper that runs a trial
 
 
 class Sweeper:
@@ -51,6 +54,24 @@ class Sweeper:
         except FileNotFoundError:
             pass
         return False
+
+    # What study.py and runner.py ask of a sweeper, here and in database.Heartbeats.
+    def claiming(self):
+        return claiming(self.folder.parent)
+
+    def dead(self, trials: Iterable) -> set[int]:
+        """The numbers of the RUNNING trials (FrozenTrials) whose sweeper is dead."""
+        return {t.number for t in trials
+                if t.state.name == "RUNNING" and not self.is_alive(t.user_attrs.get(OWNER))}
+
+    def take(self, trial) -> None:
+        trial.set_user_attr(OWNER, self.id)
+
+    def owns(self, trial) -> bool:
+        return True  # the lock is held for life: no one takes a live sweeper's trial
+
+    def beating(self, trial):
+        return contextlib.nullcontext()  # the kernel keeps the lease
 
     def close(self) -> None:
         """Give up the lease: from now on this sweeper's trials are orphans, for it as for others."""

@@ -3,7 +3,8 @@
 Each trial is a normal run, trained by `train()` with one extra callback that reports the
 objective to Optuna after every epoch (and stops the run early when the pruner says so). A trial
 taken over from a dead sweeper continues its own run folder with --resume auto, from its last
-checkpoint: the same trial, not a second one.
+checkpoint: the same trial, not a second one. With a PostgreSQL study the sweeper beats for its trial
+while it trains, and leaves a trial that another sweeper took over while its beats were held up.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from optuna.trial import TrialState
 
 from app import checkpoints, data, runs
 from app.config import Config, as_flags
-from app.sweep import leases, study
-from app.sweep.spec import Sweep, sweep_dir
+from app.sweep import study
+from app.sweep.spec import Pruning, Sweep, shown_url, sweep_dir
 from app.tabs import hparams
 from app.train import Diverged, Interrupted, signals_raise_interrupted, train
 
 WAIT_SECONDS = 2  # how often a sweeper with nothing to do looks again (to take over an orphan)
+
+
+class TakenOver(Exception):
+    """Another sweeper took this sweeper's trial over (PostgreSQL: its beats stopped for too long)."""
 
 
 def run_sweep(sweep: Sweep, digits: data.Images | None, threads: int | None = None) -> int:
@@ -40,10 +45,10 @@ def run_sweep(sweep: Sweep, digits: data.Images | None, threads: int | None = No
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     log_dir = Config(**sweep.fixed).log_dir
     the_study = study.open_study(sweep, log_dir)
-    sweeper = leases.Sweeper(sweep_dir(log_dir, sweep.name))
+    sweeper = study.new_sweeper(sweep, log_dir)
+    where = f"the database {shown_url(sweep.storage)}" if sweep.storage else sweep_dir(log_dir, sweep.name)
     print(f"sweep {sweep.name}: {sweep.trials} trials of {', '.join(p.name for p in sweep.parameters)}, "
-          f"{sweep.direction} {sweep.metric}; study in {sweep_dir(log_dir, sweep.name)}; "
-          f"sweeper {sweeper.id}", flush=True)
+          f"{sweep.direction} {sweep.metric}; study in {where}; sweeper {sweeper.id}", flush=True)
     waiting = False
     try:
         with signals_raise_interrupted():
@@ -59,7 +64,12 @@ def run_sweep(sweep: Sweep, digits: data.Images | None, threads: int | None = No
                     time.sleep(WAIT_SECONDS)
                     continue
                 waiting = False
-                _run_trial(the_study, trial, sweep, digits, log_dir)
+                try:
+                    with sweeper.beating(trial):
+                        _run_trial(the_study, trial, sweep, digits, log_dir, sweeper)
+                except TakenOver:
+                    print(f"trial {trial.number}: another sweeper took it over while this one's heartbeats "
+                          f"were held up (over {sweep.heartbeat.grace_period} s); left to it", flush=True)
                 study.write_summary(the_study, sweep, sweeper, log_dir)
                 keras.backend.clear_session()  # each trial's graphs go with it
     except Interrupted as stop:
@@ -74,13 +84,15 @@ def run_sweep(sweep: Sweep, digits: data.Images | None, threads: int | None = No
     return 0
 
 
-def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digits, log_dir: str) -> None:
+def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digits, log_dir: str,
+               sweeper) -> None:
     params = study.suggest(trial, sweep)
     run_dir = runs.fit_dir(log_dir) / sweep.run_name(trial.number)
     continued = runs.continuing(log_dir, run_dir.name, "auto")
     # The run's own resume rules: a flag that changed a kept setting is refused, as for a run.
     config = runs.settled_config(sweep.trial_settings(params, trial.number))
-    reporter = ReportEachEpoch(trial, sweep.metric, prune=sweep.pruning is not None, epochs=config.epochs)
+    reporter = ReportEachEpoch(trial, sweep.metric, prune=sweep.pruning is not None, epochs=config.epochs,
+                               owns=sweeper.owns, rule=(sweep.pruning or Pruning()).rule())
     if continued:
         saved = checkpoints.latest(run_dir)
         if saved is not None and reporter.catch_up(saved.state.history):
@@ -93,10 +105,14 @@ def _run_trial(the_study: optuna.Study, trial: optuna.Trial, sweep: Sweep, digit
         metrics = train(config, digits, extra_callbacks=[reporter])
     except Diverged as e:
         print(f"trial {trial.number} failed: {e}", file=sys.stderr, flush=True)
+        if not sweeper.owns(trial):
+            raise TakenOver() from None
         hparams.end_session(run_dir, "failed", checkpoints.epochs_saved(run_dir))
         the_study.tell(trial, state=TrialState.FAIL)
         return
     outcome = "pruned" if reporter.pruned else "complete"
+    if not sweeper.owns(trial):
+        raise TakenOver()
     # The tab first: a sweeper killed in between leaves the trial running, and its successor
     # evaluates the run again and tells the study.
     hparams.end_session(run_dir, outcome, metrics["epochs_completed"])
@@ -119,9 +135,12 @@ class ReportEachEpoch(keras.callbacks.Callback):
     killed in between leaves an epoch that `catch_up` reports on the takeover.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, prune: bool, epochs: int):
+    def __init__(self, trial: optuna.Trial, metric: str, prune: bool, epochs: int, owns=lambda trial: True,
+                 rule: str = Pruning().rule()):
         super().__init__()
         self.trial, self.metric, self.prune, self.epochs = trial, metric, prune, epochs
+        self.rule = rule  # why the pruner stops a trial, for the line that says so
+        self.owns = owns  # whether the trial is still this sweeper's (database.Heartbeats.owns)
         self.pruned = False
 
     def catch_up(self, history: dict[str, list[float]]) -> bool:
@@ -134,15 +153,21 @@ class ReportEachEpoch(keras.callbacks.Callback):
         self.pruned = self.prune and bool(history.get(self.metric)) and self.trial.should_prune()
         return self.pruned
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.owns(self.trial):
+            raise TakenOver()
+
     def on_epoch_end(self, epoch, logs=None):
+        if not self.owns(self.trial):
+            raise TakenOver()
         value = (logs or {}).get(self.metric)
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), epoch)
         # After the last epoch there is nothing left to save by stopping: the trial is complete.
         if self.prune and epoch + 1 < self.epochs and self.trial.should_prune():
-            print(f"trial {self.trial.number}: pruned after epoch {epoch + 1} ({self.metric} {value:.4f} is "
-                  "worse than the median of the other trials there)", flush=True)
+            print(f"trial {self.trial.number}: pruned after epoch {epoch + 1} ({self.metric} {value:.4f} "
+                  f"{self.rule})", flush=True)
             self.pruned = True
             self.model.stop_training = True
 

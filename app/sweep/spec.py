@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -21,13 +22,20 @@ from app.config import Config, ConfigError, flag, kind
 # Metrics a trial reports after every epoch (Keras' history names), and which way is better.
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "accuracy": "maximize", "loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
+# Pruners by name, each with its options and the least value each takes (docs/sweeps.md#pruning).
+PRUNERS = {"median": {"startup_trials": 0, "warmup_epochs": 0},
+           "successive-halving": {"min_epochs": 1, "reduction_factor": 2}}
 DEFAULT_TRIALS = 10  # when the file gives none (a grid runs all its points)
 # The sweep names, resumes and places its trials itself.
 NOT_FIXABLE = ("run_name", "resume", "sweep", "trial", "swept", "summaries")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
-_KEYS = {"name", "trials", "objective", "sampler", "pruning", "parameters", "fixed"}
+_KEYS = {"name", "trials", "objective", "sampler", "pruning", "parameters", "fixed", "storage", "heartbeat"}
+# Storage URLs: PostgreSQL through psycopg (3), SQLAlchemy 2.1's driver for a plain postgresql://.
+STORAGE_SCHEMES = ("postgresql", "postgresql+psycopg")
+PASSWORD_PLACES = ("PGPASSWORD, a PGPASSFILE (libpq's own), or a file named by SWEEP_DB_PASSWORD_FILE "
+                   "(docs/sweeps.md#across-hosts-postgresql)")
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-# A sweep file is a screenful (sweeps/default.yaml: 531 bytes); the caps bound what a hostile one costs.
+# A sweep file is a screenful (sweeps/default.yaml: 715 bytes); the caps bound what a hostile one costs.
 MAX_FILE_BYTES = 64 * 1024
 MAX_DEPTH = 20  # nesting of YAML lists and mappings; a sweep file needs 3
 SHOWN_CHARS = 60  # of a value quoted in a message
@@ -35,6 +43,10 @@ SHOWN_CHARS = 60  # of a value quoted in a message
 
 class SweepError(Exception):
     """The sweep file or a flag is wrong; the message says where and what to do instead."""
+
+
+class Unreachable(Exception):
+    """The sweep's database cannot be reached or refuses the sweeper: one line, exit status 1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +66,31 @@ class Parameter:
 
 @dataclasses.dataclass(frozen=True)
 class Pruning:
-    startup_trials: int = 2  # trials finished before anything is pruned
-    warmup_epochs: int = 0  # epochs every trial trains before it can be pruned
+    """Which trials stop early: `pruner` and its options (those of the other pruner are unused)."""
+    pruner: str = "median"
+    startup_trials: int = 2  # median: trials finished before anything is pruned
+    warmup_epochs: int = 0  # median: epochs every trial trains before it can be pruned
+    min_epochs: int = 1  # successive-halving: epochs of the first rung, where every trial is first judged
+    reduction_factor: int = 3  # successive-halving: the best 1/N at a rung go on, N times as far
+
+    def describe(self) -> dict[str, Any]:
+        """As a sweep file writes it: the pruner and each of its options."""
+        return {"pruner": self.pruner, **{k: getattr(self, k) for k in PRUNERS[self.pruner]}}
+
+    def rule(self) -> str:
+        """Why a trial was stopped after an epoch, as the sweeper says it."""
+        if self.pruner == "median":
+            return "is worse than the median of the other trials there"
+        return f"is not in the best 1/{self.reduction_factor} of the trials that reached that epoch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Heartbeat:
+    """How sweepers sharing a PostgreSQL study tell a dead one (Optuna's RDBStorage heartbeat)."""
+    interval: int = 10  # seconds between a sweeper's beats for its trial
+    # A trial whose last beat is older than this is taken over. A minute: well above a beat missed
+    # while TensorFlow holds Python's lock (graph tracing, a slow disk), and at most a minute lost.
+    grace_period: int = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +104,8 @@ class Sweep:
     parameters: tuple[Parameter, ...]
     fixed: dict[str, Any]  # the file's `fixed:` and the flags given, flags winning
     source: str
+    storage: str | None = None  # a postgresql:// URL without password; None: the journal file
+    heartbeat: Heartbeat = Heartbeat()
 
     def space(self) -> dict[str, Any]:
         """What makes a study this study: a restart with another space is another sweep."""
@@ -110,8 +147,9 @@ def sweepable() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.metadata["hparam"] and f.metadata["flag"]]
 
 
-def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
-    """The sweep in file `path`, with `flags` (settings given on the command line) fixed."""
+def load(path: str, flags: dict[str, Any], trials: int | None = None, storage: str | None = None) -> Sweep:
+    """The sweep in file `path`, with `flags` (settings given on the command line) fixed; `storage`
+    (--storage, SWEEP_STORAGE) wins over the file's."""
     where = path
     try:
         with open(path, "rb") as f:
@@ -183,7 +221,62 @@ def load(path: str, flags: dict[str, Any], trials: int | None = None) -> Sweep:
         Config(**fixed).validate()
     except ConfigError as e:
         raise SweepError(f"{where}: {_shortened(e)}") from None
-    return Sweep(name, count, metric, direction, sampler, pruning, parameters, fixed, path)
+    origin, url = ("--storage", storage) if storage is not None else ("storage", doc.get("storage"))
+    url = check_storage(url, f"{where}: {origin}") if url not in (None, "") else None
+    heartbeat = _heartbeat(doc.get("heartbeat"), url, where)
+    return Sweep(name, count, metric, direction, sampler, pruning, parameters, fixed, path, url, heartbeat)
+
+
+def check_storage(url, where: str) -> str:
+    """`url` if it names a PostgreSQL database without a password; else the one line that says why not.
+
+    A password in the URL would show in `ps`, in the shell's history and in compose files: it is
+    refused, and read from where libpq and compose keep one instead. The URL is never quoted back
+    in full, as it might hold one.
+    """
+    if not isinstance(url, str):
+        raise SweepError(f"{where} must be a postgresql://USER@HOST[:PORT]/DATABASE URL (got {_short(url)})")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as e:
+        raise SweepError(f"{where}: not a valid URL ({e}); give postgresql://USER@HOST[:PORT]/"
+                         "DATABASE") from None
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        raise SweepError(f"{where}: the URL holds a password, which ps, shell history and logs would show; "
+                         f"drop it from the URL and put it in {PASSWORD_PLACES}")
+    if parts.scheme not in STORAGE_SCHEMES:
+        scheme = _cut(parts.scheme or url.split(":")[0])
+        raise SweepError(f"{where}: {scheme}:// is not supported; give postgresql://USER@HOST[:PORT]/"
+                         "DATABASE for sweepers on several hosts, or leave storage out for the journal "
+                         "file on one host")
+    if parts.path.strip("/") == "" or "/" in parts.path.strip("/"):
+        raise SweepError(f"{where}: name the database: postgresql://USER@HOST[:PORT]/DATABASE")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL as messages show it (it holds no password: check_storage refused that)."""
+    return url if len(url) <= 120 else url[:117] + "..."
+
+
+def _heartbeat(raw, url: str | None, where: str) -> Heartbeat:
+    if raw is None:
+        return Heartbeat()
+    if url is None:
+        raise SweepError(f"{where}: heartbeat applies to a PostgreSQL storage only (sweepers on one host "
+                         "find a dead one by its lock); drop it, or give storage: postgresql://...")
+    if not isinstance(raw, dict) or not raw or set(raw) - {"interval", "grace_period"}:
+        raise SweepError(f"{where}: heartbeat must be {{interval: SECONDS, grace_period: SECONDS}}")
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SweepError(f"{where}: heartbeat.{key} must be a whole number of seconds, at least 1 "
+                             f"(got {_short(value)})")
+    beat = Heartbeat(**raw)
+    if beat.grace_period <= beat.interval:
+        raise SweepError(f"{where}: heartbeat.grace_period ({beat.grace_period} s) must be longer than its "
+                         f"interval ({beat.interval} s), or a live sweeper's trial would be taken over")
+    return beat
 
 
 class _Refused(Exception):
@@ -257,16 +350,33 @@ def _pruning(raw, where: str) -> Pruning | None:
     if raw is False or raw is None:
         return None
     if raw is True:
-        return Pruning()
-    if not isinstance(raw, dict) or set(raw) - {"startup_trials", "warmup_epochs"}:
-        raise SweepError(f"{where}: pruning must be true, false or {{startup_trials: N, warmup_epochs: N}}")
+        return Pruning()  # the median pruner, as before pruners had names
+    if isinstance(raw, str):
+        raw = {"pruner": raw}
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: pruning must be true (the median pruner), false, a pruner's name "
+                         f"({', '.join(PRUNERS)}) or {{pruner: NAME, OPTION: N, ...}}; see docs/sweeps.md")
+    pruner = raw.get("pruner", "median")  # options alone, {startup_trials: N}: the median's, as before
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
+        raise SweepError(f"{where}: pruning.pruner must be one of {', '.join(PRUNERS)} "
+                         f"(got {_short(pruner)})")
     values = {}
     for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SweepError(f"{where}: pruning.{key} must be a whole number of at least 0 "
+        if key == "pruner":
+            continue
+        if key not in PRUNERS[pruner]:
+            other = next((p for p, options in PRUNERS.items() if key in options), None)
+            if other:
+                raise SweepError(f"{where}: pruning.{key} is an option of the {other} pruner, not of "
+                                 f"{pruner}")
+            raise SweepError(f"{where}: pruning.{_key(key)}: the {pruner} pruner has no such option; it "
+                             f"takes {', '.join(PRUNERS[pruner])}")
+        least = PRUNERS[pruner][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SweepError(f"{where}: pruning.{key} must be a whole number of at least {least} "
                              f"(got {_short(value)})")
         values[key] = value
-    return Pruning(**values)
+    return Pruning(pruner, **values)
 
 
 def _field(name: str):

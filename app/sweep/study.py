@@ -3,7 +3,8 @@
 <log-dir>/sweeps/<name>/ holds the study: journal.log (Optuna's JournalStorage, made for several
 processes sharing one file; `Journal` below keeps it readable after a full disk), sweep.json (the
 parameter space the study was started with), the sweepers' lock files (leases.py) and summary.json.
-Trials are run folders under <log-dir>/fit.
+With a PostgreSQL storage (database.py) the study and its space are in the database instead, and
+the folder holds summary.json only. Trials are run folders under <log-dir>/fit.
 """
 
 from __future__ import annotations
@@ -12,27 +13,31 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from app import runs
 from app.sweep import leases
-from app.sweep.spec import Sweep, SweepError, check_same_space, sweep_dir
+from app.sweep.spec import Sweep, SweepError, check_same_space, shown_url, sweep_dir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
                TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
-OWNER = "sweeper"  # the user attr naming the sweeper that runs a trial
+OWNER = leases.OWNER  # the user attr naming the sweeper that runs a trial
+SPACE = "space"  # the study's user attr (PostgreSQL): the parameter space it began with, as sweep.json
 EXPORTED = "exported_epoch"  # the user attr: the trial's epoch whose model its run exported (the best)
 
 
 def open_study(sweep: Sweep, log_dir: str) -> optuna.Study:
     """Create the study, or load it when another sweeper (or an earlier start) made it."""
+    if sweep.storage is not None:
+        return _open_in_database(sweep)
     folder = sweep_dir(log_dir, sweep.name)
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
@@ -47,6 +52,41 @@ def open_study(sweep: Sweep, log_dir: str) -> optuna.Study:
         return optuna.create_study(storage=storage, study_name=sweep.name, load_if_exists=True,
                                    direction=sweep.direction, sampler=_sampler(sweep),
                                    pruner=_pruner(sweep))
+
+
+def _open_in_database(sweep: Sweep) -> optuna.Study:
+    from app.sweep import database
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = database.storage(sweep.storage, sweep.heartbeat)
+    with database.claiming(sweep):
+        the_study = optuna.create_study(storage=storage, study_name=sweep.name, load_if_exists=True,
+                                        direction=sweep.direction, sampler=_sampler(sweep),
+                                        pruner=_pruner(sweep))
+        space = the_study.user_attrs.get(SPACE)
+        if space is None:
+            the_study.set_user_attr(SPACE, {"space": sweep.space(), "file": sweep.source})
+        elif space["space"] != sweep.space():
+            raise SweepError(f"{sweep.source}: sweep {sweep.name!r} in the database "
+                             f"{shown_url(sweep.storage)} was started with other parameters or objective; "
+                             "give the sweep a new name: to start a new one, or restore its parameters to "
+                             "continue it")
+    return the_study
+
+
+def new_sweeper(sweep: Sweep, log_dir: str):
+    """This process as a sweeper of the study: a lock on one host, a heartbeat with PostgreSQL."""
+    if sweep.storage is None:
+        return leases.Sweeper(sweep_dir(log_dir, sweep.name))
+    from app.sweep import database
+
+    return database.Heartbeats(sweep)
+
+
+def ask(the_study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with Study.optimize":
+        warnings.simplefilter("ignore", UserWarning)  # the sweeper beats and reaps itself (database.py)
+        return the_study.ask()
 
 
 class Journal(JournalFileBackend):
@@ -177,12 +217,39 @@ class Grid(optuna.samplers.GridSampler):
 
 
 def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
-    if sweep.pruning is None:
+    pruning = sweep.pruning
+    if pruning is None:
         return optuna.pruners.NopPruner()
-    # The median rule: stop a trial whose objective so far is worse than the median of the other
-    # trials at the same epoch. Hyperband would prune nothing until a whole trial completes.
-    return optuna.pruners.MedianPruner(n_startup_trials=sweep.pruning.startup_trials,
-                                       n_warmup_steps=sweep.pruning.warmup_epochs)
+    if pruning.pruner == "successive-halving":
+        return EpochHalving(min_resource=pruning.min_epochs, reduction_factor=pruning.reduction_factor)
+    # The median rule: stop a trial whose objective so far is worse than the median of the complete
+    # trials at the same epoch, once startup_trials have completed.
+    return optuna.pruners.MedianPruner(n_startup_trials=pruning.startup_trials,
+                                       n_warmup_steps=pruning.warmup_epochs)
+
+
+class EpochHalving(optuna.pruners.SuccessiveHalvingPruner):
+    """Optuna's asynchronous successive halving, its rungs counted in epochs trained.
+
+    At each rung (min_epochs, then reduction_factor times as many: 1, 3, 9 epochs by default) a
+    trial goes on only if its objective there is among the best n // reduction_factor (at least the
+    best one) of the n trials that have reached that rung, itself and pruned ones included: the
+    first trial to reach a rung always goes on. Nothing waits for a trial to complete, so it prunes
+    from the second trial's first epoch. Hyperband, its sibling, splits the trials into brackets
+    compared only among themselves, too few each in a sweep of a dozen trials to prune much.
+
+    A sweep reports epoch N as step N - 1 (Keras counts epochs from 0; optuna-dashboard and the
+    studies of earlier versions read them so), while Optuna puts rung k at step min_resource x
+    reduction_factor^k: read as they are, the first check would come after epoch 2, not 1. So the
+    pruner sees each step as the epochs trained. BORROWED: FrozenTrial._trial_id (app/borrowed.py),
+    where Optuna records the trial's rungs.
+    """
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        trained = FrozenTrial(trial.number, trial.state, None, trial.datetime_start, trial.datetime_complete,
+                              trial.params, trial.distributions, trial.user_attrs, trial.system_attrs,
+                              {step + 1: v for step, v in trial.intermediate_values.items()}, trial._trial_id)
+        return super().prune(study, trained)
 
 
 def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
@@ -198,34 +265,38 @@ def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
     return values
 
 
-def next_trial(study: optuna.Study, sweeper: leases.Sweeper, wanted: int) -> tuple[optuna.Trial | None, bool]:
+def next_trial(study: optuna.Study, sweeper, wanted: int) -> tuple[optuna.Trial | None, bool]:
     """(trial, done): an orphan to take over, else a new trial, else None while others finish theirs.
 
-    done: the study already has `wanted` finished trials.
+    done: the study already has `wanted` finished trials. `sweeper`: a leases.Sweeper, or a
+    database.Heartbeats with PostgreSQL.
     """
-    with leases.claiming(sweeper.folder.parent):
+    with sweeper.claiming():
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         if finished >= wanted:
             return None, True
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        orphan = next((t for t in running if not sweeper.is_alive(t.user_attrs.get(OWNER))), None)
+        dead = sweeper.dead(running)
+        orphan = next((t for t in running if t.number in dead), None)
         if orphan is not None:
             trial = optuna.Trial(study, orphan._trial_id)  # BORROWED: no public API (app/borrowed.py)
         elif finished + len(running) < wanted:
-            trial = study.ask()
+            trial = ask(study)
         else:
             return None, False
-        trial.set_user_attr(OWNER, sweeper.id)
+        sweeper.take(trial)
         return trial, False
 
 
-def summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, log_dir: str) -> dict[str, Any]:
+def summary(study: optuna.Study, sweep: Sweep, sweeper, log_dir: str) -> dict[str, Any]:
     """Every trial of the study, for summary.json: number, state, parameters, value, run folder."""
     trials = []
-    for t in study.get_trials(deepcopy=False):
+    every = study.get_trials(deepcopy=False)
+    dead = sweeper.dead(every)
+    for t in every:
         state = STATE_NAMES.get(t.state, t.state.name.lower())
-        if t.state == TrialState.RUNNING and not sweeper.is_alive(t.user_attrs.get(OWNER)):
+        if t.number in dead:
             state = "interrupted"  # its sweeper died; the next sweeper to start continues it
         trials.append({"number": t.number, "state": state, "params": t.params, "value": t.value,
                        "epochs_reported": len(t.intermediate_values),
@@ -247,9 +318,10 @@ def _best(trials: list[dict], sweep: Sweep) -> dict | None:
     return best[0] if best else None
 
 
-def write_summary(study: optuna.Study, sweep: Sweep, sweeper: leases.Sweeper, log_dir: str) -> dict:
+def write_summary(study: optuna.Study, sweep: Sweep, sweeper, log_dir: str) -> dict:
     folder = sweep_dir(log_dir, sweep.name)
-    with leases.claiming(folder):  # one writer of summary.json (and its temporary file) at a time
+    folder.mkdir(parents=True, exist_ok=True)
+    with sweeper.claiming():  # one writer of summary.json (and its temporary file) at a time
         report = summary(study, sweep, sweeper, log_dir)
         try:
             runs.write_json(folder / "summary.json", report)

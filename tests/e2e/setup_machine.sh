@@ -41,6 +41,8 @@ runuser -u "$E2E_USER" -- docker compose version >/dev/null 2>&1 || die "$E2E_US
 
 # --- the stand-in base image (its tag comes from the Dockerfile's TF_VERSION) ----------------------
 "$HERE/standin_base_image.sh"
+# --- the stand-in for the official postgres image (the postgres profile, tests/e2e/test_sweep_postgres.py)
+"$HERE/standin_postgres_image.sh"
 
 # --- Chromium ---------------------------------------------------------------------------------------
 if ! command -v chromium >/dev/null 2>&1; then

@@ -156,6 +156,31 @@ def test_pruning_stops_a_bad_trial_early(shared):
     assert list(trial_0.intermediate_values) == [0, 1, 2]
 
 
+def test_successive_halving_stops_a_trial_behind_after_epoch_1_and_lets_one_ahead_go_on(tmp_path):
+    """The shipped sweep's pruner on a tiny sweep: the first trial sets the bar at epoch 1, a hopeless
+    one (learning rate 1e-7) is behind it there and stops after that epoch, a better one goes on."""
+    from app.sweep import spec, study
+
+    path = write_sweep(tmp_path, trials=3, epochs=3,
+                       pruning="{pruner: successive-halving, min_epochs: 1, reduction_factor: 3}")
+    the_study = study.open_study(spec.load(str(path), {}), str(tmp_path / "logs"))
+    for params in ({"learning_rate": 0.0005, "batch_size": 128}, {"learning_rate": 1e-7, "batch_size": 128},
+                   {"learning_rate": 0.005, "batch_size": 64}):
+        the_study.enqueue_trial(params)
+    out = finish(sweeper(tmp_path))
+    assert re.search(r"trial 1: pruned after epoch 1 \(val_accuracy [0-9.]+ is not in the best 1/3 of the "
+                     r"trials that reached that epoch\)", out), out
+    assert "sweep s: 3 trials (2 complete, 1 pruned, 0 failed)" in out
+    states = [(t["number"], t["state"]) for t in summary(tmp_path)["trials"]]
+    assert states == [(0, "complete"), (1, "pruned"), (2, "complete")]
+    runs = [tmp_path / "logs" / "fit" / f"s-trial-00{i}" for i in range(3)]
+    assert [metrics(run)["epochs_completed"] for run in runs] == [3, 1, 3]
+    # Steps as ever (epoch N is step N - 1); each trial judged at the first rung, after epoch 1.
+    trials = study_trials(tmp_path)
+    assert [list(t.intermediate_values) for t in trials] == [[0, 1, 2], [0], [0, 1, 2]]
+    assert all("completed_rung_0" in t.system_attrs for t in trials)
+
+
 def test_a_diverging_trial_is_failed_and_the_sweep_goes_on(shared):
     tmp_path, out, _, _ = shared
     assert "sweep s: 3 trials (1 complete, 1 pruned, 1 failed)" in out

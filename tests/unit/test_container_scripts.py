@@ -1,7 +1,7 @@
 """docker/up-and-check (make multiworker's and make sweep's exit status) with a stand-in `docker`
 that plays each way containers can end; docker/notebook keeping the token it writes private; the address
-make prints for TensorBoard; and the notebook image's server config refusing an empty token. The real
-ones run in tests/e2e."""
+make prints for TensorBoard; the notebook image's server config refusing an empty token; make dashboard
+(docker/dashboard) and the dashboard container's entrypoint. The real ones run in tests/e2e."""
 
 from __future__ import annotations
 
@@ -130,3 +130,93 @@ def test_make_tensorboard_prints_where_it_really_is(tmp_path, published, setting
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"TensorBoard: {shown}" in result.stdout.splitlines(), result.stdout
+
+
+def make_dashboard(tmp_path, *settings: str, env_lines: str = ""):
+    """`make dashboard SETTINGS` in a checkout of links, a stand-in docker: its result, docker's calls."""
+    for name in ("Makefile", "docker", "Dockerfile"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".env").write_text(env_lines)
+    env = stand_in_docker(tmp_path, "127.0.0.1:8080")
+    env = {k: v for k, v in env.items() if k not in ("SWEEP_NAME", "SWEEP_STORAGE", "DASHBOARD_PORT")}
+    result = subprocess.run(["make", "dashboard", *settings], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return result, calls
+
+
+@pytest.mark.parametrize("settings, name", [([], "default"), (["SWEEP_NAME=mine"], "mine")])
+def test_make_dashboard_starts_it_on_the_sweeps_journal_and_prints_where_it_is(tmp_path, settings, name):
+    (tmp_path / "logs" / "sweeps" / name).mkdir(parents=True)
+    (tmp_path / "logs" / "sweeps" / name / "journal.log").write_text("")
+    result, calls = make_dashboard(tmp_path, *settings)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = f"Optuna Dashboard: http://localhost:8080 (sweep {name} (logs/sweeps/{name}/journal.log);"
+    assert f"{shown} make down stops it)" in result.stdout.splitlines(), result.stdout
+    assert "compose --profile dashboard up -d --wait dashboard" in calls
+    assert not [c for c in calls if "postgres" in c]
+
+
+def test_make_dashboard_refuses_a_sweep_that_never_ran_and_names_those_that_did(tmp_path):
+    for name in ("default", "other"):
+        (tmp_path / "logs" / "sweeps" / name).mkdir(parents=True)
+        (tmp_path / "logs" / "sweeps" / name / "journal.log").write_text("")
+    result, calls = make_dashboard(tmp_path, "SWEEP_NAME=typo")
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = ("error: no sweep named typo in logs/sweeps (sweeps there: default other); give SWEEP_NAME=<the "
+            "sweep file's name:>, or run make sweep first")
+    assert said in result.stderr.splitlines(), result.stderr
+    assert not [c for c in calls if " up " in c]
+    # A checkout where no sweep ran yet (make setup makes logs/fit, not logs/sweeps).
+    (tmp_path / "fresh").mkdir()
+    result, _ = make_dashboard(tmp_path / "fresh")
+    assert result.returncode == 2 and "(sweeps there: none)" in result.stderr, result.stdout + result.stderr
+
+
+def test_make_dashboard_on_postgresql_starts_the_database_first(tmp_path):
+    url = "postgresql://sweeps@postgres/sweeps"
+    result, calls = make_dashboard(tmp_path, env_lines=f"SWEEP_STORAGE={url}\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ups = [c for c in calls if " up " in c]
+    assert ups == ["compose --profile postgres up -d --wait postgres",
+                   "compose --profile dashboard up -d --wait dashboard"], calls
+    assert f"Optuna Dashboard: http://localhost:8080 (the studies in {url}; make down stops it)" in \
+        result.stdout.splitlines(), result.stdout
+
+
+def dashboard_entrypoint(tmp_path, storage: str) -> subprocess.CompletedProcess:
+    """docker-compose.yml's dashboard entrypoint, its secret in tmp_path, a stand-in optuna-dashboard."""
+    import yaml
+
+    shell, flag, script, name = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][
+        "dashboard"]["entrypoint"]
+    secret = tmp_path / "sweep_db_password"
+    secret.write_text("s3cret\n")
+    script = script.replace("$$", "$").replace("/run/secrets/sweep_db_password", str(secret))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "optuna-dashboard").write_text('#!/bin/sh\necho "args: $*"\necho "password: ${PGPASSWORD:-}"\n'
+                                              'echo "options: ${PGOPTIONS:-}"\n')
+    (bin_dir / "optuna-dashboard").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run([shell, flag, script, name, storage], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_the_dashboard_container_opens_a_journal_as_it_is_and_postgresql_read_only(tmp_path):
+    journal = tmp_path / "journal.log"
+    journal.write_text("")
+    opened = dashboard_entrypoint(tmp_path, str(journal))
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.splitlines() == [f"args: --host 0.0.0.0 --port 8080 --server wsgiref {journal}",
+                                          "password: ", "options: "]
+    # PostgreSQL: the sweepers' password from the secret (not the URL), every transaction read-only.
+    url = "postgresql://sweeps@postgres/sweeps"
+    opened = dashboard_entrypoint(tmp_path, url)
+    assert opened.stdout.splitlines() == [f"args: --host 0.0.0.0 --port 8080 --server wsgiref {url}",
+                                          "password: s3cret", "options: -c default_transaction_read_only=on"]
+    # A journal that is not there: one line, exit status 2, and no dashboard started (it would make one).
+    missing = dashboard_entrypoint(tmp_path, "/logs/sweeps/nope/journal.log")
+    assert (missing.returncode, missing.stdout) == (2, "")
+    said = "error: no study at /logs/sweeps/nope/journal.log: no sweep of that name ran in ./logs\n"
+    assert missing.stderr == said

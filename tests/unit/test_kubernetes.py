@@ -201,10 +201,10 @@ PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool
 
 
 def strict_model_problems(value, type_name: str, where: str, models=kubeflow_models) -> list[str]:
-    """`value` against an OpenAPI-generated model of kubeflow-training (or of another SDK's `models`,
-    such as kubeflow-katib's; both re-export the kubernetes client's): unknown fields and wrong types
-    are problems. None counts as absent, as in Kubernetes. Pod templates are handed to Kubernetes'
-    stricter JSON schema instead."""
+    """`value` against an OpenAPI-generated model of kubeflow-training (or of another such SDK's
+    `models`, which re-export the kubernetes client's): unknown fields and wrong types are problems.
+    None counts as absent, as in Kubernetes. Pod templates are handed to Kubernetes' stricter JSON
+    schema instead."""
     if value is None:
         return []
     if type_name == "V1PodTemplateSpec":
@@ -376,8 +376,9 @@ def mounts(pod_spec: dict, name: str) -> dict[str, tuple[str, str, bool]]:
 # serving and its publish Job: tests/unit/test_kserve.py; storage, the claim, applied once; tensorboard
 # alone, beside Experiments applied with `kubectl apply -f`).
 # The JobSet and the TrainJob: tests/unit/test_kubernetes_jobs.py.
-ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "serving", DEPLOY / "serving" / "publish",
-                DEPLOY / "storage", DEPLOY / "tensorboard", DEPLOY / "jobset", DEPLOY / "trainjob")
+ENTRY_POINTS = (DEPLOY, DEPLOY / "gpu", DEPLOY / "sweep", DEPLOY / "sweep" / "trainjob", DEPLOY / "serving",
+                DEPLOY / "serving" / "publish", DEPLOY / "storage", DEPLOY / "tensorboard", DEPLOY / "jobset",
+                DEPLOY / "trainjob")
 
 
 def files_used_by(folder: Path) -> set[Path]:
@@ -775,7 +776,9 @@ def pods(objects: list[dict]) -> list[Endpoint]:
     found = []
     for obj in objects:
         kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind in ("TFJob", "Experiment"):
+        if kind == "Experiment" and trial_job(obj)["kind"] == "TrainJob":  # its runtime among `objects`
+            found += jobset_pods(trainjob_jobset(trial_job(obj), objects), f"{kind}/{name}")
+        elif kind in ("TFJob", "Experiment"):
             job = obj if kind == "TFJob" else trial_job(obj)
             for rtype, spec in job["spec"]["tfReplicaSpecs"].items():
                 found += [pod(f"{kind}/{name}.{rtype}[{i}]", operator_pod_labels(job, rtype, i),
@@ -808,8 +811,9 @@ def trainjob_jobset(trainjob: dict, objects: list[dict]) -> dict:
     its container `node` given the TrainJob's image, command and args, and its env upserted."""
     spec = trainjob["spec"]
     ref = spec["runtimeRef"]
-    [runtime] = [obj for obj in objects if obj["kind"] == ref.get("kind", "ClusterTrainingRuntime")
-                 and obj["metadata"]["name"] == ref["name"]]
+    # The first: renders of two folders may both hold it (deploy/kubernetes/trainjob, sweep/trainjob).
+    runtime = next(obj for obj in objects if obj["kind"] == ref.get("kind", "ClusterTrainingRuntime")
+                   and obj["metadata"]["name"] == ref["name"])
     jobset = copy.deepcopy(runtime["spec"]["template"])
     jobset.setdefault("metadata", {})["name"] = trainjob["metadata"]["name"]
     trainer = spec.get("trainer") or {}
@@ -825,6 +829,16 @@ def trainjob_jobset(trainjob: dict, objects: list[dict]) -> dict:
                 env = {var["name"]: var for var in each.get("env", [])} | {var["name"]: var for var in
                                                                          trainer.get("env", [])}
                 each["env"] = list(env.values())
+    # Runtime patches (v2.3, mergeRuntimePatches): here only the labels and annotations of a job's pods.
+    for patch in spec.get("runtimePatches") or []:
+        for each in ((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec", {}).get(
+                "replicatedJobs") or []:
+            meta = each.get("template", {}).get("spec", {}).get("template", {}).get("metadata") or {}
+            for rjob in (r for r in jobset["spec"]["replicatedJobs"] if r["name"] == each["name"]):
+                pod_meta = rjob["template"]["spec"]["template"].setdefault("metadata", {})
+                for key in ("labels", "annotations"):
+                    if meta.get(key):
+                        pod_meta[key] = {**pod_meta.get(key, {}), **meta[key]}
     return jobset
 
 

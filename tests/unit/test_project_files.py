@@ -46,8 +46,9 @@ def check_workflow_runs_ci_run(workflow: str, ci_run: str) -> None:
 def test_the_workflow_runs_what_ci_run_runs_in_its_order():
     workflow = (ROOT / ".github/workflows/ci.yml").read_text()
     ci_run = (ROOT / ".ci/run").read_text()
-    assert ci_run_steps(ci_run) == ["make lint", "make test", "make test-integration", "make test-slow",
-                                    "tests/e2e/setup_machine.sh", "make e2e"]
+    assert ci_run_steps(ci_run) == ["make lint", "make test", "tests/integration/setup_postgresql.sh",
+                                    "make test-integration", "make test-slow", "tests/e2e/setup_machine.sh",
+                                    "make e2e"]
     check_workflow_runs_ci_run(workflow, ci_run)
     # A broken copy: the slow tests' job dropped.
     broken = workflow.replace("make test-slow", "echo skipped")
@@ -186,9 +187,10 @@ def test_the_slow_tests_run_as_root_in_the_workflow_as_in_ci():
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml")
 DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 # At least: several times the largest measured peak (docs/speed.md: 1,244 MB, the original description's
-# trainer; the project's 810 MB), what TensorBoard used on two small runs (about 530 MB), the serving default.
+# trainer; the project's 810 MB), what TensorBoard used on two small runs (about 530 MB), the serving default,
+# several times what Optuna Dashboard used on a small study (42 MB).
 AT_LEAST = {"trainer": 4 << 30, "chief": 4 << 30, "worker": 4 << 30, "sweeper": 4 << 30, "notebook": 4 << 30,
-            "tensorboard": 1 << 30, "serving": 512 << 20}
+            "tensorboard": 1 << 30, "serving": 512 << 20, "dashboard": 256 << 20}
 
 
 def size_bytes(value) -> int:
@@ -252,8 +254,63 @@ def test_compose_itself_gives_every_service_its_limits_and_takes_the_settings():
     assert set(services) >= set(AT_LEAST)
     assert limit_problems(services) == []
     mine = compose_config(TRAINER_MEMORY="12g", TRAINER_CPUS="1.5", TENSORBOARD_MEMORY="3g",
-                          TENSORBOARD_CPUS="0.5", SERVING_MEMORY="2g", SERVING_CPUS="0.25")
+                          TENSORBOARD_CPUS="0.5", SERVING_MEMORY="2g", SERVING_CPUS="0.25",
+                          DASHBOARD_MEMORY="768m", DASHBOARD_CPUS="0.75")
     for name in ("trainer", "chief", "worker", "sweeper", "notebook"):
         assert (size_bytes(mine[name]["mem_limit"]), mine[name]["cpus"]) == (12 << 30, 1.5), name
     assert (size_bytes(mine["tensorboard"]["mem_limit"]), mine["tensorboard"]["cpus"]) == (3 << 30, 0.5)
     assert (size_bytes(mine["serving"]["mem_limit"]), mine["serving"]["cpus"]) == (2 << 30, 0.25)
+    assert (size_bytes(mine["dashboard"]["mem_limit"]), mine["dashboard"]["cpus"]) == (768 << 20, 0.75)
+
+
+# --- every compose service is locked down, and what has no authentication is on this machine only -------
+
+# The servers that read ./logs or ./models only, and may not write them.
+READERS = {"tensorboard": "/logs", "serving": "/models", "dashboard": "/logs"}
+
+
+def lockdown_problems(services: dict) -> list[str]:
+    """What a service of `docker compose config` (HOST_UID 1500, HOST_GID 1501) lacks of x-locked-down, a
+    port published beyond 127.0.0.1, a reader's mount that is writable."""
+    found = []
+    for name, service in services.items():
+        if service.get("user") != "1500:1501":
+            found.append(f"{name}: user {service.get('user')!r}")
+        if service.get("cap_drop") != ["ALL"]:
+            found.append(f"{name}: cap_drop {service.get('cap_drop')!r}")
+        if "no-new-privileges:true" not in (service.get("security_opt") or []):
+            found.append(f"{name}: security_opt {service.get('security_opt')!r}")
+        if service.get("read_only") is not True:
+            found.append(f"{name}: read_only {service.get('read_only')!r}")
+        found += [f"{name}: port {p['published']} on {p.get('host_ip')!r}" for p in service.get("ports") or []
+                  if p.get("host_ip") != "127.0.0.1"]
+        if name in READERS:
+            found += [f"{name}: {v['target']} writable" for v in service.get("volumes") or []
+                      if v["type"] == "bind" and not v.get("read_only")]
+            if READERS[name] not in [v["target"] for v in service.get("volumes") or []]:
+                found.append(f"{name}: no {READERS[name]}")
+    return found
+
+
+def test_every_compose_service_is_locked_down_and_publishes_on_this_machine_only():
+    services = compose_config()
+    assert set(services) >= set(AT_LEAST) | set(READERS)
+    assert lockdown_problems(services) == []
+    dashboard = services["dashboard"]
+    ports = [(p["host_ip"], p["published"], p["target"]) for p in dashboard["ports"]]
+    assert ports == [("127.0.0.1", "8080", 8080)]
+    assert dashboard["command"] == ["/logs/sweeps/default/journal.log"]
+    assert dashboard["tmpfs"] == ["/tmp:size=64m"] and dashboard["profiles"] == ["dashboard"]
+    # The settings: its port, the sweep, or the sweepers' PostgreSQL URL.
+    mine = compose_config(DASHBOARD_PORT="8090", SWEEP_NAME="mine")["dashboard"]
+    assert (mine["ports"][0]["published"], mine["command"]) == ("8090", ["/logs/sweeps/mine/journal.log"])
+    url = "postgresql://sweeps@postgres/sweeps"
+    assert compose_config(SWEEP_NAME="mine", SWEEP_STORAGE=url)["dashboard"]["command"] == [url]
+    # A broken copy: the dashboard as root on every interface, writing ./logs; TensorBoard with capabilities.
+    everywhere = [{**dashboard["ports"][0], "host_ip": "0.0.0.0"}]
+    broken = {**services, "tensorboard": {**services["tensorboard"], "cap_drop": []},
+              "dashboard": {**dashboard, "user": "0", "ports": everywhere,
+                            "volumes": [{**dashboard["volumes"][0], "read_only": False}]}}
+    assert sorted(lockdown_problems(broken)) == [
+        "dashboard: /logs writable", "dashboard: port 8080 on '0.0.0.0'", "dashboard: user '0'",
+        "tensorboard: cap_drop []"]

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from helpers import ROOT, run_main
+from helpers import ROOT, SLICE, run_main
 
 from app.config import Config
 from app.sweep import spec
@@ -58,7 +58,8 @@ def refused(tmp_path, text: str, *flags: str) -> str:
     (GOOD.replace("epochs: 1", "learning_rate: 0.1"), (), "learning_rate is both a parameter and fixed"),
     (GOOD + "objective: test_accuracy\n", (), "objective metric must be one of val_accuracy"),
     (GOOD + "sampler: grid\n", (), "sampler grid needs choices for every parameter"),
-    (GOOD + "pruning: sometimes\n", (), "pruning must be true, false or"),
+    (GOOD + "pruning: sometimes\n", (),
+     "pruning.pruner must be one of median, successive-halving (got 'sometimes')"),
     (GOOD + "epochs: 3\n", (), "unknown key 'epochs'"),
     (GOOD.replace("name: s", "name: ../up"), (), "is not a plain folder name"),
     ("name: [unclosed\n", (), "not valid YAML at line"),
@@ -71,7 +72,20 @@ def refused(tmp_path, text: str, *flags: str) -> str:
      "objective direction must be maximize or minimize (got 'down')"),
     (GOOD + "pruning: {startup_trials: -1}\n", (), "pruning.startup_trials must be a whole number"),
     (GOOD + "pruning: {warmup_epochs: 1.5}\n", (), "pruning.warmup_epochs must be a whole number"),
-    (GOOD + "pruning: {patience: 2}\n", (), "pruning must be true, false or {startup_trials: N"),
+    (GOOD + "pruning: {patience: 2}\n", (),
+     "pruning.patience: the median pruner has no such option; it takes startup_trials, warmup_epochs"),
+    (GOOD + "pruning: [median]\n", (), "pruning must be true (the median pruner), false, a pruner's name"),
+    (GOOD + "pruning: {pruner: hyperband}\n", (), "pruning.pruner must be one of median, successive-halving"),
+    (GOOD + "pruning: {pruner: successive-halving, reduction_factor: 1}\n", (),
+     "pruning.reduction_factor must be a whole number of at least 2 (got 1)"),
+    (GOOD + "pruning: {pruner: successive-halving, min_epochs: 0}\n", (),
+     "pruning.min_epochs must be a whole number of at least 1 (got 0)"),
+    (GOOD + "pruning: {pruner: successive-halving, min_epochs: true}\n", (),
+     "pruning.min_epochs must be a whole number of at least 1 (got True)"),
+    (GOOD + "pruning: {pruner: successive-halving, warmup_epochs: 1}\n", (),
+     "pruning.warmup_epochs is an option of the median pruner, not of successive-halving"),
+    (GOOD + "pruning: {reduction_factor: 3}\n", (),
+     "pruning.reduction_factor is an option of the successive-halving pruner, not of median"),
     (GOOD.replace("fixed:\n  epochs: 1", "fixed: [epochs]"), (), "fixed must map settings to values"),
     (GOOD.replace("epochs: 1", "no_such: 1"), (), "fixed.no_such: no such setting"),
     (GOOD.replace("batch_size: {choices: [32, 64]}", "batch_size: 64"), (),
@@ -89,6 +103,59 @@ def refused(tmp_path, text: str, *flags: str) -> str:
 ])
 def test_a_mistake_is_one_line_and_exit_2_with_nothing_written(tmp_path, text, flags, says):
     assert says in refused(tmp_path, text, *flags)
+
+
+@pytest.mark.parametrize("text, flags, says", [
+    (GOOD + "storage: postgresql://sweeps:hunter2@db/sweeps\n", (), "storage: the URL holds a password"),
+    (GOOD, ("--storage", "postgresql://sweeps:hunter2@db/sweeps"), "--storage: the URL holds a password"),
+    (GOOD, ("--storage", "postgresql://sweeps@db/sweeps?password=hunter2"), "the URL holds a password"),
+    (GOOD + "storage: sqlite:///hunter2.db\n", (), "storage: sqlite:// is not supported; give postgresql://"),
+    (GOOD, ("--storage", "mysql://sweeps@db/sweeps"), "--storage: mysql:// is not supported"),
+    (GOOD, ("--storage", "db.example.org"), "not supported; give postgresql://USER@HOST[:PORT]/DATABASE"),
+    (GOOD, ("--storage", "postgresql://sweeps@db:54x/sweeps"), "--storage: not a valid URL"),
+    (GOOD, ("--storage", "postgresql://sweeps@db"), "--storage: name the database"),
+    (GOOD + "storage: [postgresql]\n", (), "storage must be a postgresql://USER@HOST[:PORT]/DATABASE URL"),
+    (GOOD + "heartbeat: {interval: 5}\n", (), "heartbeat applies to a PostgreSQL storage only"),
+    (GOOD + "storage: postgresql://s@db/s\nheartbeat: {interval: 0}\n", (),
+     "heartbeat.interval must be a whole number of seconds, at least 1 (got 0)"),
+    (GOOD + "storage: postgresql://s@db/s\nheartbeat: {interval: 10, grace_period: 10}\n", (),
+     "heartbeat.grace_period (10 s) must be longer than its interval (10 s)"),
+    (GOOD + "storage: postgresql://s@db/s\nheartbeat: {every: 10}\n", (),
+     "heartbeat must be {interval: SECONDS, grace_period: SECONDS}"),
+])
+def test_a_bad_storage_is_one_line_and_exit_2_and_a_password_is_never_repeated(tmp_path, text, flags, says):
+    line = refused(tmp_path, text, *flags)
+    assert says in line and "hunter2" not in line
+    if "password" in says:
+        assert "PGPASSWORD, a PGPASSFILE (libpq's own), or a file named by SWEEP_DB_PASSWORD_FILE" in line
+
+
+def test_the_storage_flag_and_its_variable_win_over_the_file(tmp_path, monkeypatch):
+    (tmp_path / "s.yaml").write_text(GOOD + "storage: postgresql://file@db/sweeps\n"
+                                     "heartbeat: {interval: 2, grace_period: 9}\n")
+    sweep = spec.load(str(tmp_path / "s.yaml"), {})
+    assert (sweep.storage, sweep.heartbeat) == ("postgresql://file@db/sweeps", spec.Heartbeat(2, 9))
+    assert spec.load(str(tmp_path / "s.yaml"), {}, storage="postgresql://flag@db/x").storage == (
+        "postgresql://flag@db/x")
+    (tmp_path / "s.yaml").write_text(GOOD)
+    assert spec.load(str(tmp_path / "s.yaml"), {}).storage is None  # the journal file
+    from app.sweep.__main__ import parser
+
+    monkeypatch.setenv("SWEEP_STORAGE", "postgresql://env@db/x")
+    assert parser().parse_args(["s.yaml"]).storage == "postgresql://env@db/x"
+    assert parser().parse_args(["s.yaml", "--storage", "postgresql://flag@db/x"]).storage == (
+        "postgresql://flag@db/x")
+
+
+def test_an_unreadable_password_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "s.yaml").write_text(GOOD)
+    result = sweep_cli("s.yaml", "--storage", "postgresql://sweeps@127.0.0.1:9/sweeps", cwd=tmp_path,
+                       env={"SWEEP_DB_PASSWORD_FILE": str(tmp_path / "missing")})
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    missing = tmp_path / "missing"
+    assert result.stderr.splitlines() == [f"error: SWEEP_DB_PASSWORD_FILE={missing}: cannot read it (No such "
+                                          "file or directory); it should hold the database's password alone"]
+    assert not (tmp_path / "logs").exists()
 
 
 def test_a_missing_file_and_bad_flags_are_refused(tmp_path):
@@ -149,10 +216,57 @@ def test_settings_are_read_with_their_own_types(tmp_path):
     assert (config.epochs, config.seed, config.learning_rate) == (4, 3, 0.002)
 
 
+@pytest.mark.parametrize("text, pruning", [
+    ("pruning: false", None),
+    ("pruning: true", spec.Pruning("median", startup_trials=2, warmup_epochs=0)),  # as before names
+    ("pruning: {startup_trials: 1, warmup_epochs: 2}", spec.Pruning("median", startup_trials=1,
+                                                                    warmup_epochs=2)),
+    ("pruning: median", spec.Pruning("median")),
+    ("pruning: successive-halving", spec.Pruning("successive-halving", min_epochs=1, reduction_factor=3)),
+    ("pruning: {pruner: successive-halving, min_epochs: 2, reduction_factor: 4}",
+     spec.Pruning("successive-halving", min_epochs=2, reduction_factor=4)),
+])
+def test_pruning_names_a_pruner_and_its_options(tmp_path, text, pruning):
+    (tmp_path / "s.yaml").write_text(GOOD + text + "\n")
+    assert spec.load(str(tmp_path / "s.yaml"), {}).pruning == pruning
+    if pruning is not None:  # what the benchmark writes into its sweep files reads back the same
+        (tmp_path / "s.yaml").write_text(GOOD + f"pruning: {json.dumps(pruning.describe())}\n")
+        assert spec.load(str(tmp_path / "s.yaml"), {}).pruning == pruning
+
+
+def test_successive_halving_judges_a_trial_after_its_first_epoch():
+    """The sweeper reports epoch N as step N - 1; the pruner's rungs count epochs: 1, 3, 9."""
+    import optuna
+
+    from app.sweep import study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
+    the_study = optuna.create_study(direction="maximize", pruner=study._pruner(sweep))
+
+    def run(curve: list[float]) -> int:
+        """Epochs the trial trains, of len(curve), reporting as runner.ReportEachEpoch does."""
+        trial = the_study.ask()
+        for epoch, value in enumerate(curve):
+            trial.report(value, epoch)
+            if epoch + 1 < len(curve) and trial.should_prune():
+                the_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch + 1
+        the_study.tell(trial, curve[-1])
+        return len(curve)
+
+    ten = [0.5 + i / 100 for i in range(10)]
+    assert run(ten) == 10  # the first trial to reach each rung always goes on
+    assert run([v - 0.1 for v in ten]) == 1  # behind at epoch 1: stopped there, not at 2
+    assert run([0.51, 0.45, 0.4] + [0.4] * 7) == 3  # ahead after epoch 1, behind after 3
+    assert run([v + 0.1 for v in ten]) == 10
+
+
 def test_the_shipped_sweep_is_valid():
     sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
     assert sweep.name == "default" and {p.name for p in sweep.parameters} == {"learning_rate", "batch_size"}
-    assert sweep.pruning is not None and sweep.fixed == {"epochs": 3}
+    assert sweep.pruning == spec.Pruning("successive-halving", min_epochs=1, reduction_factor=3)
+    assert sweep.fixed == {"epochs": 10} and sweep.trials == 12
 
 
 def test_the_benchmark_draws_the_same_trials_every_time_within_the_space():
@@ -164,6 +278,50 @@ def test_the_benchmark_draws_the_same_trials_every_time_within_the_space():
     assert all(0.0005 <= t["learning_rate"] <= 0.02 and t["batch_size"] in (64, 128, 256, 512) for t in first)
     rounds = [{"wall_seconds": s, "pruned": p} for s, p in ((9.0, 1), (7.0, 2), (8.0, 3))]
     assert bench._median(rounds) == {"wall_seconds": 8.0, "pruned": 3, "wall_seconds_each": [9.0, 7.0, 8.0]}
+
+
+def test_the_benchmark_fails_when_pruning_on_one_sweeper_loses_the_best(tmp_path, monkeypatch, capsys):
+    from tools import sweep_bench as bench
+
+    def measured(name, sweep, trials, npz, folder):  # the drawn trials' pruner stops the best, trial 0
+        variant = bench.VARIANTS[name]
+        best = 1 if variant.pruning and not variant.grid else 0
+        return {"variant": name, "sweepers": 1, "pruning": variant.pruning, "grid": variant.grid,
+                "threads": "all", "wall_seconds": 4.0 if variant.pruning else 10.0, "complete": 1,
+                "pruned": 1, "epochs_trained": 3 if variant.pruning else 4, "best_trial": best,
+                "best_val_accuracy": 0.8,
+                "best_params": trials[best], "curves": {"0": {"by_epoch": [0.5, 0.8], "value": 0.8},
+                                                        "1": {"by_epoch": [0.6, 0.7], "value": 0.7}}}
+
+    monkeypatch.setattr(bench, "measure", measured)
+    variants = [f"--variant={v}" for v in ("one sweeper", "one sweeper, pruning", "grid, one sweeper",
+                                           "grid, one sweeper, pruning")]
+    assert bench.main(["--data", str(SLICE), "--trials", "2", "--orders", "20", *variants,
+                       "--out", str(tmp_path / "bench.json")]) == 1
+    out, err = capsys.readouterr()
+    assert "one sweeper, pruning: 60 % less wall time and 25 % fewer epochs (3 of 4) than one sweeper, " \
+           "ANOTHER best trial: 1, not 0" in out
+    assert "grid, one sweeper, pruning: 60 % less wall time and 25 % fewer epochs (3 of 4) than grid, one " \
+           "sweeper, the same best trial, 0" in out
+    assert err.splitlines() == ["error: one sweeper, pruning: the best trial is not the one without "
+                                "pruning: the pruner stopped the best trial early on these trials (see the "
+                                "replay above)"]
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][1]["same_best"] is False
+
+
+def test_the_benchmarks_grid_is_the_space_as_a_grid_in_a_fixed_order():
+    from tools import sweep_bench as bench
+
+    sweep = spec.load(str(ROOT / "sweeps" / "default.yaml"), {})
+    # The middles of the range's thirds on its log scale, 2 digits; every choice.
+    assert bench.grid_space(sweep) == {"learning_rate": [0.00092, 0.0032, 0.011],
+                                       "batch_size": [64, 128, 256, 512]}
+    points = bench.grid_points(sweep, 12)
+    assert points == bench.grid_points(sweep, 12) and len({tuple(p.values()) for p in points}) == 12
+    assert bench.grid_points(sweep, 5) == points[:5]
+    assert points != sorted(points, key=lambda p: tuple(p.values()))  # a seeded random order
+    assert bench.checks(sweep.pruning, 10) == [1, 3, 9]  # successive halving's rungs, before the last epoch
+    assert bench.checks(spec.Pruning(warmup_epochs=1), 10) == [2]
 
 
 # --- hostile sweep files: each costs little to write and must cost little to refuse ------------------
