@@ -111,12 +111,7 @@ def test_the_dashboard_shows_a_sweeps_study_read_only_and_live(tmp_path):
         assert sorted(i["name"] for i in importances) == ["batch_size", "learning_rate"]
 
         # A change from the page (a note) cannot be written: refused, and the journal is as it was.
-        note = urllib.request.Request(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}/note",
-                                      data=json.dumps({"version": 1, "body": "mine"}).encode(), method="PUT",
-                                      headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(note, timeout=30)
-        assert refused.value.code == 500
+        assert note_refused(port, listed["study_id"])
         assert journal.read_bytes() == written
         assert sorted(p.name for p in study.iterdir()) == ["claim.lock", "journal.log", "summary.json",
                                                            "sweep.json", "sweepers"]
@@ -172,12 +167,7 @@ def test_the_dashboard_reads_a_postgresql_study_with_the_secret_and_changes_noth
         detail = get(port, f"/api/studies/{listed['study_id']}")
         assert [t["values"] for t in detail["trials"]] == [[0.5], [0.8]]
         assert [len(t["intermediate_values"]) for t in detail["trials"]] == [2, 2]
-        note = urllib.request.Request(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}/note",
-                                      data=json.dumps({"version": 1, "body": "mine"}).encode(), method="PUT",
-                                      headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(note, timeout=30)
-        assert refused.value.code == 500
+        assert note_refused(port, listed["study_id"])
         assert storage.get_study_system_attrs(study._study_id) == {}
     finally:
         server.terminate()
@@ -185,3 +175,13 @@ def test_the_dashboard_reads_a_postgresql_study_with_the_secret_and_changes_noth
     # Refused by the server itself: its log has the reason (the dashboard's shows Optuna's wrapper only).
     log = (Path(postgresql.folder) / "log").read_text(errors="replace")
     assert "cannot execute INSERT in a read-only transaction" in log, log[-2000:]
+
+
+def note_refused(port: int, study_id: int) -> bool:
+    """Whether a note written from the page (PUT .../note) is refused: the study is read-only."""
+    note = urllib.request.Request(f"http://127.0.0.1:{port}/api/studies/{study_id}/note",
+                                  data=json.dumps({"version": 1, "body": "mine"}).encode(), method="PUT",
+                                  headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(note, timeout=30)
+    return refused.value.code == 500

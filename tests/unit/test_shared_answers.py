@@ -7,7 +7,6 @@ import contextlib
 import gc
 import gzip
 import http.client
-import socket
 import threading
 import time
 import tracemalloc
@@ -17,6 +16,7 @@ from helpers import wait_for
 
 from app import tensorboard_server
 from app.tensorboard_server import SharedAnswers
+from tools.tensorboard_bench import first_line  # the bench's client, which sends while it reads
 
 RUNS_TABLE = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
               "colParams": [], "startIndex": 0, "sliceSize": 1000}
@@ -222,27 +222,6 @@ def request(port: int, method: str, path: str, body=None, headers: dict | None =
         connection.close()
 
 
-def raw(port: int, head: bytes, body: bytes = b"", timeout: float = 5) -> bytes:
-    """The first line of the answer to the request `head` (its header lines, without the blank line),
-    sending `body` only while the server has not answered (as a client that reads while it sends)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(head + b"\r\n\r\n")
-        s.setblocking(False)
-        sent, answer, deadline = 0, b"", time.monotonic() + timeout
-        while b"\r\n" not in answer and time.monotonic() < deadline:
-            try:
-                answer += s.recv(4096)
-                continue
-            except BlockingIOError:
-                pass
-            try:
-                sent += s.send(body[sent:sent + 65536]) if sent < len(body) else 0
-            except (BlockingIOError, ConnectionError):
-                pass
-            time.sleep(0.001)
-        return answer.split(b"\r\n", 1)[0]
-
-
 def tensorboard_like(environ, start_response):
     """An answer made by TensorBoard's own http_util.Respond (its gzip rule, its headers): the
     request's body and query string echoed as text."""
@@ -314,7 +293,7 @@ def test_a_body_over_the_cap_is_answered_413_without_being_read():
         started = time.monotonic()
         # Announced (5 MB, of which the server reads nothing) and chunked (read up to the cap).
         head = b"POST /data/plugin/hparams/session_groups HTTP/1.1\r\nHost: x\r\nContent-Length: 5242880"
-        assert raw(port, head, b"x" * (5 << 20)) == b"HTTP/1.1 413 Request Entity Too Large"
+        assert first_line(port, head, b"x" * (5 << 20), timeout=5) == "HTTP/1.1 413 Request Entity Too Large"
         status, _, _ = request(port, "POST", "/data/plugin/hparams/session_groups",
                                body=iter([b"x" * 65536] * (big // 65536 + 1)), chunked=True)
         assert status == 413
@@ -328,7 +307,7 @@ def test_a_negative_or_malformed_content_length_is_refused_not_read_to_the_end(l
     inner = Counted()
     with served(SharedAnswers(inner, seconds=60)) as port:
         head = b"POST /data/plugin/hparams/session_groups HTTP/1.1\r\nHost: x\r\nContent-Length: " + length
-        assert raw(port, head, b"{}") == b"HTTP/1.1 400 Bad Request"
+        assert first_line(port, head, b"{}", timeout=5) == "HTTP/1.1 400 Bad Request"
         assert inner.calls == 0
 
 
