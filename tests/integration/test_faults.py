@@ -16,13 +16,13 @@ from helpers import SLICE, events, latest_checkpoint, metrics, run_cli, run_comm
 
 KILL_WHILE_CHECKPOINTING = """
 import os, signal
-from app import checkpoints
-_sync = checkpoints._sync
+from app import durable
+_sync_tree = durable.sync_tree
 def _sync_then_die(folder):
-    _sync(folder)
+    _sync_tree(folder)
     if folder.name == ".tmp-epoch-{epochs:04d}":  # written and synced, not yet renamed into place
         os.kill(os.getpid(), signal.SIGKILL)
-checkpoints._sync = _sync_then_die
+durable.sync_tree = _sync_then_die
 """
 
 KILL_WHILE_VALIDATING = """
