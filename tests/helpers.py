@@ -240,3 +240,26 @@ def loading_in_a_fresh_process(path) -> tuple[str, float, bool]:
     assert result.returncode == 0, result.stderr
     message, tensorflow, peak = result.stdout.strip().splitlines()
     return message, float(peak), tensorflow == "True"
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` mounted on `folder` (root only), for a real full disk; unmounted after."""
+    folder.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(disk: Path) -> None:
+    """Take every free block of `disk` with the file `filler`, until the kernel says ENOSPC."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as e:
+        assert e.errno == 28
+    finally:
+        os.close(fd)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import os
 import signal
@@ -12,7 +11,18 @@ import threading
 
 import keras
 import pytest
-from helpers import SLICE, events, latest_checkpoint, metrics, run_cli, run_command, scalar_steps, with_fault
+from helpers import (
+    SLICE,
+    events,
+    fill,
+    latest_checkpoint,
+    metrics,
+    run_cli,
+    run_command,
+    scalar_steps,
+    small_disk,
+    with_fault,
+)
 
 KILL_WHILE_CHECKPOINTING = """
 import os, signal
@@ -128,11 +138,8 @@ def test_a_learning_rate_that_diverges_is_reported_in_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_disk_fails_clearly_and_resumes_once_space_is_freed(tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
     # Room for one checkpoint (2.7 MB: weights and Adam's moments) but not for a second beside it.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(logs)], check=True)
-    try:
+    with small_disk(tmp_path / "logs", "4m") as logs:
         run = ["--data", str(SLICE), "--epochs", "4", "--batch-size", "64", "--log-dir", str(logs),
                "--run-name", "full"]
         result = run_cli(*run, cwd=tmp_path)
@@ -149,23 +156,13 @@ def test_full_disk_fails_clearly_and_resumes_once_space_is_freed(tmp_path):
         assert "resuming full after epoch 1 of 4" in resumed.stdout
         assert metrics(run_dir)["epochs_completed"] == 4
         assert scalar_steps(run_dir / "validation", "epoch_loss") == [0, 1, 2, 3]
-    finally:
-        subprocess.run(["umount", str(logs)], check=True)
-
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_disk_full_before_the_first_file_leaves_no_run_folder_so_the_same_command_starts_it(tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(logs)], check=True)
-    try:
+    with small_disk(tmp_path / "logs", "16m") as logs:
         (logs / "fit").mkdir()
-        filler = os.open(logs / "filler", os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):  # every block taken: config.json cannot be written
-            while True:
-                os.write(filler, b"x" * 4096)
-        os.close(filler)
+        fill(logs)  # every block taken: config.json cannot be written
         run = ["--data", str(SLICE), "--epochs", "1", "--log-dir", str(logs), "--run-name", "full"]
         result = run_cli(*run, cwd=tmp_path)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -178,8 +175,6 @@ def test_a_disk_full_before_the_first_file_leaves_no_run_folder_so_the_same_comm
         again = run_cli(*run, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert metrics(logs / "fit" / "full")["epochs_completed"] == 1
-    finally:
-        subprocess.run(["umount", str(logs)], check=True)
 
 
 # --- the keras.datasets download ---------------------------------------------------------------

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 
+import helpers
 import optuna
 import pytest
 from optuna.storages import JournalStorage
@@ -126,24 +126,8 @@ def test_a_journal_corrupt_in_the_middle_is_refused_in_one_line(tmp_path):
 def small_disk(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
-    try:
+    with helpers.small_disk(tmp_path / "disk", "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
-
-
-def _fill(disk) -> None:
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError as e:
-        assert e.errno == 28
-    finally:
-        os.close(fd)
 
 
 def test_a_full_disk_fails_in_one_line_half_writes_nothing_and_the_next_sweeper_goes_on(tmp_path, small_disk):
@@ -158,7 +142,7 @@ def test_a_full_disk_fails_in_one_line_half_writes_nothing_and_the_next_sweeper_
     journal = spec.sweep_dir(str(logs), "s") / "journal.log"
     before = journal.read_bytes()
     assert len(before) % os.statvfs(small_disk).f_bsize, "room left in the journal's last page"
-    _fill(small_disk)
+    helpers.fill(small_disk)
     # A record longer than a page: the kernel writes what fits in the last page, then ENOSPC.
     with pytest.raises(RunFailed) as failed:
         the_study.set_user_attr("note", "x" * 10_000)
@@ -183,7 +167,7 @@ def test_a_partial_line_a_full_disk_left_is_repaired_by_the_next_sweeper(tmp_pat
     _finish(the_study, sweep, 0.6)
     journal = spec.sweep_dir(str(logs), "s") / "journal.log"
     before = journal.read_bytes()
-    _fill(small_disk)
+    helpers.fill(small_disk)
     with pytest.raises(OSError):
         JournalFileBackend(str(journal)).append_logs([{"op_code": 2, "note": "x" * 10_000}])
     assert len(journal.read_bytes()) > len(before)  # the partial line
@@ -200,7 +184,7 @@ def test_a_sweeper_starting_on_a_full_disk_fails_in_one_line(tmp_path, small_dis
 
     logs = small_disk / "logs"
     sweep = _sweep(tmp_path, logs)
-    _fill(small_disk)
+    helpers.fill(small_disk)
     with pytest.raises(RunFailed) as failed:
         study.open_study(sweep, str(logs))
     assert "(No space left on device); the study keeps every finished trial" in str(failed.value)
